@@ -1,0 +1,1 @@
+"""Fine-tuning, synthetic microscopy data and evaluation protocols for napari-sam."""
