@@ -161,6 +161,8 @@ def randomize(module: torch.nn.Module, seed: int = 0) -> None:
                 p.copy_(torch.rand(p.shape, generator=gen) + 0.5)
             elif "norm" in name and name.endswith("weight"):
                 p.copy_(1 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif name.endswith("bias"):
+                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
             else:
                 fan_in = p[0].numel() if p.dim() > 1 else max(p.numel(), 1)
                 p.copy_(torch.randn(p.shape, generator=gen) / max(fan_in, 1) ** 0.5)

@@ -165,8 +165,9 @@ class LabelScheme:
             raise ValueError(f"{what} needs a panoptic scheme; this one has divisor=None")
         return self.divisor
 
-    def add_class(self, name: str, colour: str | Sequence[float] | None = None,
-                  class_id: int | None = None) -> ClassInfo:  # fmt: skip
+    def add_class(
+        self, name: str, colour: str | Sequence[float] | None = None, class_id: int | None = None
+    ) -> ClassInfo:
         """Add a class in place (id default: largest id + 1) and return its `ClassInfo`."""
         self._require_panoptic("add_class")
         cid = max(self.classes, default=0) + 1 if class_id is None else class_id
@@ -244,7 +245,8 @@ class LabelScheme:
             used = arr[arr > 0]
         else:
             cid = self.encode(class_id, 0) // self.divisor  # validates class_id
-            what = f"class {cid} ({self.info(cid).name!r})" if cid in self.classes else f"class {cid}"
+            name = self.classes.get(cid)
+            what = f"class {cid} ({name.name!r})" if isinstance(name, ClassInfo) else f"class {cid}"
             low = cid * self.divisor
             if low > np.iinfo(arr.dtype).max:
                 return 1
@@ -259,10 +261,9 @@ class LabelScheme:
         gaps = np.flatnonzero(ids != np.arange(1, ids.size + 1, dtype=ids.dtype))
         if gaps.size:
             return int(gaps[0]) + 1
+        fix = "a larger divisor (relabel)" if self.divisor else "a wider dtype such as uint32"
         raise LabelSpaceFullError(
-            f"all {limit} instance IDs of {what} are in use; delete objects, or "
-            + ("use a wider dtype such as uint32" if self.divisor is None
-               else "use a larger divisor (relabel) or another class")  # fmt: skip
+            f"all {limit} instance IDs of {what} are in use; delete objects or use {fix}"
         )
 
 
@@ -281,7 +282,8 @@ def _check_labels(labels: Any) -> np.ndarray:
 def choose_dtype(existing: Any = None) -> np.dtype:
     """dtype for a label array: uint32, unless ``existing`` (a dtype or array) is a wider int."""
     if existing is not None:
-        dtype = np.dtype(getattr(existing, "dtype", existing))
+        dtype = getattr(existing, "dtype", None)
+        dtype = dtype if isinstance(dtype, np.dtype) else np.dtype(existing)
         if dtype.kind in "iu" and dtype.itemsize > 4:
             return dtype
     return np.dtype(np.uint32)
@@ -294,9 +296,15 @@ def _fitting_dtype(largest: int, preferred: Any = None) -> np.dtype:
     raise ValueError(f"label ID {largest} does not fit in 64 bits; use a smaller divisor")
 
 
-def write_mask(labels: np.ndarray, mask: Any, scheme: LabelScheme, class_id: int | None = None,
-               mode: Mode = "keep", instance_id: int | None = None,
-               offset: Sequence[int] | None = None) -> int:  # fmt: skip
+def write_mask(
+    labels: np.ndarray,
+    mask: Any,
+    scheme: LabelScheme,
+    class_id: int | None = None,
+    mode: Mode = "keep",
+    instance_id: int | None = None,
+    offset: Sequence[int] | None = None,
+) -> int:
     """Write one object into ``labels`` in place and return its label ID.
 
     Parameters
@@ -337,10 +345,15 @@ def write_mask(labels: np.ndarray, mask: Any, scheme: LabelScheme, class_id: int
             raise TypeError("integer mask must hold only 0 and 1; for labels use labels == id")
         mask = mask.astype(bool)
     elif mask.dtype != bool:
-        raise TypeError(f"mask must be boolean, got dtype {mask.dtype}; threshold it (mask > 0.5)")
-    start = tuple(_as_int(o, "offset") for o in offset) if offset is not None else (0,) * labels.ndim
+        raise TypeError(f"mask must be boolean, got {mask.dtype}; threshold it (mask > 0.5)")
+    if offset is None and mask.shape != labels.shape:
+        raise ValueError(
+            f"mask shape {mask.shape} differs from labels shape {labels.shape}; for one plane "
+            "pass labels[z], for a sub-region pass offset="
+        )
+    start = (0,) * labels.ndim if offset is None else tuple(_as_int(o, "offset") for o in offset)
     if len(start) != labels.ndim or mask.ndim != labels.ndim:
-        raise ValueError(f"mask ({mask.ndim}D) and offset must match the labels' {labels.ndim} axes")
+        raise ValueError(f"mask ({mask.ndim}D) and offset must match the labels' {labels.ndim}D")
     if any(o < 0 or o + m > n for o, m, n in zip(start, mask.shape, labels.shape)):
         raise ValueError(
             f"mask of shape {mask.shape} at offset {start} does not fit in labels of shape "
@@ -375,8 +388,9 @@ def write_mask(labels: np.ndarray, mask: Any, scheme: LabelScheme, class_id: int
     return label_id
 
 
-def relabel(labels: Any, old_scheme: LabelScheme, new_scheme: LabelScheme,
-            class_id: int | None = None) -> np.ndarray:  # fmt: skip
+def relabel(
+    labels: Any, old_scheme: LabelScheme, new_scheme: LabelScheme, class_id: int | None = None
+) -> np.ndarray:
     """Re-encode ``labels`` from ``old_scheme`` to ``new_scheme``; returns a new array.
 
     Panoptic -> panoptic keeps (class, instance) (e.g. divisor 1000 -> 10000). Plain ->
@@ -414,8 +428,9 @@ def split_panoptic(labels: Any, scheme: LabelScheme) -> tuple[np.ndarray, np.nda
     return scheme.decode(labels)
 
 
-def merge_panoptic(semantic: Any, instance: Any, scheme: LabelScheme,
-                   dtype: Any = None) -> np.ndarray:  # fmt: skip
+def merge_panoptic(
+    semantic: Any, instance: Any, scheme: LabelScheme, dtype: Any = None
+) -> np.ndarray:
     """Combine class and instance arrays of one shape into panoptic labels.
 
     Every class present must be in ``scheme``'s table, every instance < divisor, and
@@ -492,8 +507,9 @@ def _vary(colour: RGBA, key: int) -> RGBA:
     return (r, g, b, colour[3])
 
 
-def colormap_dict(scheme: LabelScheme, label_ids: Iterable[int] | np.ndarray
-                  ) -> dict[int | None, RGBA]:  # fmt: skip
+def colormap_dict(
+    scheme: LabelScheme, label_ids: Iterable[int] | np.ndarray
+) -> dict[int | None, RGBA]:
     """Colours for napari's ``DirectLabelColormap``: ``{label_id: (r, g, b, a)}``.
 
     Panoptic instances get their class colour, varied slightly per instance (instance 0,

@@ -28,7 +28,7 @@ __all__ = [
 #: overlaps saturate.
 DN_PER_UNIT = {"uint8": 90.0, "uint16": 9000.0}
 #: Camera offset (black level) per output dtype, as real sCMOS/CCD cameras add.
-DN_OFFSET = {"uint8": 2.0, "uint16": 100.0}
+DN_OFFSET = {"uint8": 8.0, "uint16": 1000.0}
 
 
 def smooth_noise(
@@ -151,14 +151,20 @@ def acquire(
     -------
     numpy.ndarray
         Image of ``expected.shape`` and ``dtype``. Intensity 1 maps to about
-        ``DN_PER_UNIT[dtype]`` above a camera offset of ``DN_OFFSET[dtype]``.
+        ``DN_PER_UNIT[dtype]`` above a camera offset of ``DN_OFFSET[dtype]``
+        (for uint16 raised to 4 read-noise standard deviations if that is
+        larger, so dark pixels are not clipped at 0; 8-bit images clip, as
+        8-bit exports do).
     """
     lam = np.clip(expected, 0.0, None).astype(np.float64) * photon_scale
     counts = rng.poisson(lam).astype(np.float32)
     if read_noise > 0:
         counts += rng.standard_normal(counts.shape, dtype=np.float32) * np.float32(read_noise)
     gain = DN_PER_UNIT[dtype] / photon_scale
-    dn = counts * np.float32(gain) + np.float32(DN_OFFSET[dtype])
+    offset = DN_OFFSET[dtype]
+    if dtype == "uint16":  # room below the offset for the read noise, as cameras have
+        offset = max(offset, 4.0 * read_noise * gain)
+    dn = counts * np.float32(gain) + np.float32(offset)
     info = np.iinfo(dtype)
     np.rint(dn, out=dn)
     np.clip(dn, info.min, info.max, out=dn)

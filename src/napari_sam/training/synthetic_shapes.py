@@ -62,7 +62,7 @@ def random_rotation(rng: np.random.Generator, ndim: int) -> np.ndarray:
         theta = rng.uniform(0.0, np.pi)
         c, s = np.cos(theta), np.sin(theta)
         return np.array([[c, -s], [s, c]])
-    w, x, y, z = rng.standard_normal(4) / 1.0
+    w, x, y, z = rng.standard_normal(4)
     norm = np.sqrt(w * w + x * x + y * y + z * z)
     w, x, y, z = w / norm, x / norm, y / norm, z / norm
     return np.array(
@@ -153,7 +153,7 @@ def _candidate_center(
     cluster: float,
     distance_factor: tuple[float, float],
 ) -> np.ndarray:
-    """A centre: next to an existing object with probability ``cluster``, else uniform."""
+    """Draw a centre: next to an existing object with probability ``cluster``, else uniform."""
     if centers and rng.random() < cluster:
         j = int(rng.integers(len(centers)))
         dist = (sizes[j] + radius) * rng.uniform(*distance_factor)
@@ -266,7 +266,7 @@ def _dart_seeds(
             c = _candidate_center(rng, shape, spacing, centers, radii, r, cluster, (0.85, 1.0))
             k = len(centers)
             if k:
-                d = np.sqrt((((phys[:k] - c * spacing)) ** 2).sum(axis=1))
+                d = np.sqrt(((phys[:k] - c * spacing) ** 2).sum(axis=1))
                 if np.any(d < 0.8 * (rad[:k] + r)):
                     continue
             phys[k] = c * spacing
