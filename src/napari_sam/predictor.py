@@ -178,9 +178,10 @@ class Predictor:
         Corners are sorted; a box partly outside the image is clipped to it; one entirely outside
         is an error.
         """
-        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) if np.size(boxes) else np.zeros((0, 4))
-        if np.asarray(boxes).size % 4:
+        b = np.asarray(boxes, dtype=np.float64)
+        if b.size % 4:
             raise PromptError("a box is (min_row, min_col, max_row, max_col): 4 numbers")
+        b = b.reshape(-1, 4)
         if not np.all(np.isfinite(b)):
             raise PromptError("boxes contain NaN or infinite coordinates")
         h, w = self.image_shape
