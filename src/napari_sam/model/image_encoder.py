@@ -52,11 +52,18 @@ def relative_positions(rel_pos: Tensor, q_size: int, k_size: int) -> Tensor:
     return rel_pos[index.long()]
 
 
+# Global attention materialises its relative-position bias in chunks of query rows of about this
+# many elements, so the bias stays small (the full (heads, N, N) table for ViT-B at 1024 px would be
+# 400 MB in bf16, 800 MB in fp32) and is still warm in cache when attention reads it.
+_BIAS_CHUNK_ELEMENTS = 48 * 2**20
+
+
 class Attention(nn.Module):
     """Multi-head self-attention on a (B, H, W, C) token grid with decomposed relative position bias.
 
     The bias ``q . R_h[dh] + q . R_w[dw]`` (Li et al., MViTv2) is passed to
-    :func:`torch.nn.functional.scaled_dot_product_attention` as an additive mask.
+    :func:`torch.nn.functional.scaled_dot_product_attention` as an additive mask, built for a
+    block of query rows at a time (see ``_BIAS_CHUNK_ELEMENTS``).
     """
 
     def __init__(
@@ -83,25 +90,52 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, h, w, _ = x.shape
         n = h * w
-        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
-        bias = None
-        if self.use_rel_pos:
-            bias = self._rel_pos_bias(q, h, w)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        out = out.transpose(1, 2).reshape(b, h, w, -1)
-        return self.proj(out)
+        # (B, N, 3C) -> three strided (B, heads, N, head_dim) views; SDPA reads them in place.
+        qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if not self.use_rel_pos:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            out = self._attend_rel_pos(q, k, v, h, w)
+        return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
 
-    def _rel_pos_bias(self, q: Tensor, h: int, w: int) -> Tensor:
-        """(B, heads, N, N) additive bias from unscaled queries q (B, heads, N, head_dim)."""
+    def _rel_pos_terms(self, q: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
+        """Per-query bias along rows and columns from unscaled queries q (B, heads, N, head_dim).
+
+        Returns (B * heads, h, w, h) and (B * heads, h, w, w): the bias of query (qy, qx) towards
+        key row ky, and towards key column kx.
+        """
         b, heads, _, c = q.shape
         rh = relative_positions(self.rel_pos_h, h, h).to(q.dtype)  # (h, h, c)
         rw = relative_positions(self.rel_pos_w, w, w).to(q.dtype)  # (w, w, c)
         grid_q = q.reshape(b * heads, h, w, c)
-        bias_h = torch.einsum("bhwc,hkc->bhwk", grid_q, rh)  # (BH, h, w, kh)
-        bias_w = torch.einsum("bhwc,wkc->bhwk", grid_q, rw)  # (BH, h, w, kw)
-        bias = bias_h[:, :, :, :, None] + bias_w[:, :, :, None, :]
-        return bias.reshape(b, heads, h * w, h * w)
+        bias_h = torch.einsum("bhwc,hkc->bhwk", grid_q, rh)
+        bias_w = torch.einsum("bhwc,wkc->bhwk", grid_q, rw)
+        return bias_h, bias_w
+
+    def _attend_rel_pos(self, q: Tensor, k: Tensor, v: Tensor, h: int, w: int) -> Tensor:
+        """Attention with the decomposed bias; (B, heads, N, head_dim) in and out."""
+        b, heads, n, _ = q.shape
+        bias_h, bias_w = self._rel_pos_terms(q, h, w)
+        bias_h = bias_h.view(b, heads, h, w, h, 1)
+        bias_w = bias_w.view(b, heads, h, w, 1, w)
+        rows = max(1, min(h, _BIAS_CHUNK_ELEMENTS // (b * heads * w * n)))
+        if rows >= h:
+            bias = torch.empty((b, heads, n, n), dtype=q.dtype, device=q.device)
+            torch.add(bias_h, bias_w, out=bias.view(b, heads, h, w, h, w))
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        bias = torch.empty((b, heads, rows * w, n), dtype=q.dtype, device=q.device)
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            chunk = bias[:, :, : (r1 - r0) * w]
+            torch.add(
+                bias_h[:, :, r0:r1], bias_w[:, :, r0:r1], out=chunk.view(b, heads, r1 - r0, w, h, w)
+            )
+            out[:, :, r0 * w : r1 * w] = F.scaled_dot_product_attention(
+                q[:, :, r0 * w : r1 * w], k, v, attn_mask=chunk
+            )
+        return out
 
 
 def window_partition(x: Tensor, window: int) -> tuple[Tensor, tuple[int, int]]:

@@ -1,0 +1,81 @@
+"""Train the ``tiny-synth`` model shipped with napari-sam, reproducibly, on CPU.
+
+The architecture, training data and settings are in :mod:`napari_sam.training.tiny_synth`;
+this script generates the data, trains, logs one line per step and exports the weights.
+
+The shipped model was made in two phases on a 2-core CPU (``torch.set_num_threads(2)``):
+
+    python scripts/train_tiny_synth.py --steps 1000 --checkpoint /tmp/tiny_synth_v0.ckpt
+    python scripts/train_tiny_synth.py --steps 5000 --resume /tmp/tiny_synth_v0.ckpt \
+        --checkpoint /tmp/tiny_synth_v1.ckpt --export src/napari_sam/weights_data/tiny_synth.pt
+
+(the second phase continues from step 1000 with a new cosine schedule over 5000 steps; see
+docs/training.md for the exact settings, times and the evaluation of the result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# Threads that wait passively: with busy-waiting OpenMP threads a 2-thread run slows down
+# tenfold when another process shares the cores. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+from napari_sam.model import build_sam  # noqa: E402
+from napari_sam.training.tiny_synth import (  # noqa: E402
+    DATA_RECIPE,
+    TINY_SYNTH_CONFIG,
+    TRAIN_CONFIG,
+    build_training_pool,
+)
+from napari_sam.training.trainer import export_weights, train  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=TRAIN_CONFIG.steps, help="total steps")
+    parser.add_argument("--lr", type=float, default=TRAIN_CONFIG.lr)
+    parser.add_argument("--warmup", type=int, default=TRAIN_CONFIG.warmup_steps)
+    parser.add_argument("--seed", type=int, default=TRAIN_CONFIG.seed)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="training checkpoint to write")
+    parser.add_argument("--resume", type=Path, help="continue from this training checkpoint")
+    parser.add_argument("--export", type=Path, help="write fp16 inference weights + .sha256 here")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    config = dataclasses.replace(
+        TRAIN_CONFIG, steps=args.steps, lr=args.lr, warmup_steps=args.warmup, seed=args.seed
+    )
+    print(json.dumps({"model_config": TINY_SYNTH_CONFIG.to_dict(), "train_config": config.to_dict(),
+                      "data": [{"name": p.name, "n": p.n, "seed": p.seed, "params": dataclasses.asdict(p.params)}
+                               for p in DATA_RECIPE], "resume": str(args.resume)}), flush=True)
+    t0 = time.perf_counter()
+    planes = build_training_pool()
+    print(f"# {len(planes)} training planes generated in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    def log(record: dict[str, float]) -> None:
+        print(json.dumps({k: round(v, 5) for k, v in record.items()}), flush=True)
+
+    model = build_sam(TINY_SYNTH_CONFIG)
+    t1 = time.perf_counter()
+    result = train(model, planes, args.checkpoint, config=config, resume=args.resume, log=log)
+    print(f"# trained to step {result.steps} in {time.perf_counter() - t1:.0f} s", flush=True)
+    if args.export is not None:
+        digest = export_weights(result.model, args.export)
+        size = args.export.stat().st_size
+        print(f"# exported {args.export} ({size / 1e6:.2f} MB, sha256 {digest})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The recipe of ``tiny-synth``, the small SAM shipped with napari-sam: architecture, training
+data and training settings. ``scripts/train_tiny_synth.py`` runs it.
+
+The model is a reduced ViT SAM built by the same code as the official models
+(:func:`napari_sam.model.build_sam`). It has only ever seen the synthetic images of
+:mod:`napari_sam.training.synthetic`; see docs/training.md for what that means in practice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from napari_sam.model import SamConfig
+from napari_sam.training.data import Plane, planes_from_pairs
+from napari_sam.training.synthetic import TRAIN_PRESET, SynthParams, make_dataset
+from napari_sam.training.trainer import TrainConfig
+
+__all__ = ["DATA_RECIPE", "TINY_SYNTH_CONFIG", "TRAIN_CONFIG", "DataPart", "build_training_pool"]
+
+#: Architecture: 512 px input (a 512 x 512 plane is not resized), 16 px patches (32 x 32 grid),
+#: 6 blocks of width 192 with windowed attention (8 x 8) and global attention in blocks 2 and 5.
+TINY_SYNTH_CONFIG = SamConfig(
+    img_size=512,
+    patch_size=16,
+    embed_dim=192,
+    depth=6,
+    num_heads=3,
+    window_size=8,
+    global_attn_indexes=(2, 5),
+    prompt_embed_dim=128,
+    decoder_heads=8,
+    decoder_mlp_dim=512,
+    iou_head_hidden_dim=128,
+)
+
+
+@dataclass(frozen=True)
+class DataPart:
+    """``n`` samples of ``params`` generated with dataset seed ``seed``."""
+
+    name: str
+    params: SynthParams
+    n: int
+    seed: int
+
+
+_R = dataclasses.replace
+#: Training data: the generator's TRAIN_PRESET at two image sizes (so objects are seen at
+#: 1x and 2x scale in the 512 px model frame; random crops add scales in between), 8-bit
+#: images, the membrane ("cells") variant, and z slices of 3D stacks. Seeds 1000+ never
+#: overlap the held-out seeds used in evaluation.
+DATA_RECIPE: tuple[DataPart, ...] = (
+    DataPart("nuclei_512", _R(TRAIN_PRESET, shape=(512, 512)), 160, 1001),
+    DataPart("nuclei_256", _R(TRAIN_PRESET, shape=(256, 256)), 120, 1002),
+    DataPart("nuclei_512_uint8", _R(TRAIN_PRESET, shape=(512, 512), dtype="uint8"), 40, 1003),
+    DataPart("cells_512", _R(TRAIN_PRESET, shape=(512, 512), kind="cells"), 50, 1004),
+    DataPart("cells_256", _R(TRAIN_PRESET, shape=(256, 256), kind="cells"), 30, 1005),
+    DataPart("nuclei_3d", _R(TRAIN_PRESET, shape=(24, 256, 256)), 8, 1006),
+    DataPart("cells_3d", _R(TRAIN_PRESET, shape=(16, 256, 256), kind="cells"), 3, 1007),
+)
+
+#: Training settings (from scratch, so a higher learning rate than fine-tuning's default).
+TRAIN_CONFIG = TrainConfig(
+    steps=1000,
+    lr=5e-4,
+    min_lr_ratio=0.05,
+    warmup_steps=100,
+    weight_decay=0.05,
+    grad_clip=1.0,
+    objects_per_image=8,
+    iterations=3,
+    prompt_probs=(0.5, 0.35, 0.15),
+    crop_prob=0.5,
+    min_crop=128,
+    checkpoint_every=100,
+    seed=0,
+)
+
+
+def build_training_pool(
+    recipe: tuple[DataPart, ...] = DATA_RECIPE,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Plane]:
+    """Generate every part of ``recipe`` and turn it into training planes (a minute or so)."""
+    planes: list[Plane] = []
+    total = sum(part.n for part in recipe)
+    done = 0
+    for part in recipe:
+        planes.extend(planes_from_pairs(make_dataset(part.n, part.params, part.seed)))
+        done += part.n
+        if progress is not None:
+            progress(done, total)
+    return planes

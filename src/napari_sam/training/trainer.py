@@ -1,0 +1,439 @@
+"""Fine-tuning SAM with its interactive training recipe (Kirillov et al. 2023, sec. 3 and App. A).
+
+Per step: one image (a random crop of a training plane) is encoded once; a batch of its
+objects is decoded for ``iterations`` rounds. Round 1 uses a random first prompt for all
+objects of the step: one positive point (ambiguous: 3 masks, only the best carries the loss),
+a jittered box, or a rough mask. Each later round adds one click sampled from the previous
+prediction's error region (false negative -> positive, false positive -> negative) and feeds
+the previous low-res logits back as the mask prompt (single mask output). The loss of every
+round is 20 x focal + 1 x dice + IoU MSE (:mod:`napari_sam.training.losses`).
+
+Checkpoints are ``{"model": state_dict, "config": SamConfig.to_dict(), "train_state": ...}``:
+:func:`napari_sam.load_model` loads them directly and :func:`train` resumes from them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_sam._download import _is_cancelled
+from napari_sam.model import Sam
+from napari_sam.preprocess import mask_to_logits, to_model_input
+from napari_sam.training.data import Plane, planes_from_pairs, sample_example
+from napari_sam.training.losses import sam_loss
+from napari_sam.training.prompts import (
+    box_of,
+    interior_point,
+    jitter_box,
+    perturb_mask,
+    random_point,
+    sample_correction,
+)
+
+__all__ = ["TrainConfig", "TrainResult", "export_weights", "save_checkpoint", "train"]
+
+PROMPT_KINDS = ("point", "box", "mask")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of a training run (all recorded in the checkpoint).
+
+    Attributes
+    ----------
+    steps : total optimizer steps (one image per step).
+    lr, min_lr_ratio, warmup_steps : AdamW learning rate; linear warm-up for ``warmup_steps``,
+        then cosine decay to ``lr * min_lr_ratio`` at ``steps``.
+    weight_decay, grad_clip : AdamW weight decay; gradient norm clipping (0 disables it).
+    objects_per_image : objects decoded per step (fewer if the image has fewer).
+    iterations : decoding rounds per object: the first prompt + ``iterations - 1`` clicks.
+    prompt_probs : probabilities of the first prompt being (point, box, mask).
+    interior_first_prob : chance that a first point is the object's interior point (as the
+        evaluation protocol clicks) rather than a uniformly drawn pixel of the object.
+    center_click_prob : chance that a correction click is the centre of the largest error
+        region rather than a uniformly drawn error pixel.
+    box_noise, box_max_shift : box jitter, as a fraction of the box side and in pixels.
+    freeze_encoder : train only the prompt encoder and mask decoder.
+    crop_prob, min_crop, augment : random crops (side >= min_crop) and flips/rotations.
+    min_object_area : smallest object (pixels of the crop) used as a target.
+    loss_upsample : the loss is computed on the low-res logits upsampled by this factor.
+    precision : "fp32", or "bf16" to run forward passes under bf16 autocast (float32 weights).
+    checkpoint_every : steps between checkpoints (and at the end).
+    seed : seeds the model-independent randomness (data, prompts); step i uses (seed, i).
+    device : None for the model's device.
+    """
+
+    steps: int = 1000
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 50
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    objects_per_image: int = 8
+    iterations: int = 3
+    prompt_probs: tuple[float, float, float] = (0.5, 0.35, 0.15)
+    interior_first_prob: float = 0.3
+    center_click_prob: float = 0.5
+    box_noise: float = 0.1
+    box_max_shift: float = 20.0
+    freeze_encoder: bool = False
+    crop_prob: float = 0.5
+    min_crop: int = 128
+    augment: bool = True
+    min_object_area: int = 20
+    loss_upsample: int = 2
+    precision: str = "fp32"
+    checkpoint_every: int = 200
+    seed: int = 0
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "objects_per_image", "iterations", "min_crop", "loss_upsample"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        probs = tuple(float(p) for p in self.prompt_probs)
+        if len(probs) != 3 or min(probs) < 0 or sum(probs) <= 0:
+            raise ValueError(
+                f"TrainConfig.prompt_probs must be 3 non-negative weights for (point, box, mask), "
+                f"got {self.prompt_probs}"
+            )
+        object.__setattr__(self, "prompt_probs", probs)
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"TrainConfig.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    model : the trained model (train mode off).
+    steps : steps done in total, including those of a resumed run.
+    checkpoint : the last checkpoint written (``out``).
+    cancelled : True if the cancel token stopped the run (a checkpoint was still written).
+    history : one dict per step of this run: step, loss, mask_loss, iou_loss, iou_first,
+        iou_last (IoU of the chosen mask after the first and the last round), lr, seconds.
+    """
+
+    model: Sam
+    steps: int
+    checkpoint: Path
+    cancelled: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / span, 1.0)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: Sam, train_state: dict[str, Any] | None = None) -> Path:
+    """Write ``{"model", "config", "train_state"}`` atomically (a temporary file, then a rename)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload: dict[str, Any] = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": model.config.to_dict(),  # type: ignore[attr-defined]
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def export_weights(model: Sam, path: str | os.PathLike[str], half: bool = True) -> str:
+    """Write inference-only weights (no optimizer state), float16 if ``half``, plus the
+    ``.sha256`` sidecar; return the sha256 hex digest. :func:`napari_sam.load_model` casts the
+    tensors back to float32 when it loads them."""
+    from napari_sam.weights import write_sha256_sidecar
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if half else torch.float32
+    state = {
+        k: (v.detach().cpu().to(dtype) if v.is_floating_point() else v.detach().cpu())
+        for k, v in model.state_dict().items()
+    }
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save({"model": state, "config": model.config.to_dict()}, tmp)  # type: ignore[attr-defined]
+    os.replace(tmp, out)
+    return write_sha256_sidecar(out)
+
+
+def _resolve_model(model: Sam | str | os.PathLike[str], device: str | None) -> Sam:
+    if isinstance(model, Sam):
+        return model if device is None else model.to(device)
+    from napari_sam.weights import load_model
+
+    return load_model(model, device=device, precision="fp32")
+
+
+class _Step:
+    """One training step's prompts and targets for a batch of objects of one image."""
+
+    def __init__(self, model: Sam, image: np.ndarray, masks: np.ndarray, cfg: TrainConfig) -> None:
+        self.model, self.cfg = model, cfg
+        dev = model.device
+        img = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+        x = to_model_input(img.astype(np.float32), model.img_size)
+        self.input_size = (int(x.shape[-2]), int(x.shape[-1]))
+        self.pixels = model.normalize_and_pad(x.to(dev))
+        self.masks = masks
+        self.scale = (self.input_size[0] / masks.shape[1], self.input_size[1] / masks.shape[2])
+        size = model.img_size
+        he = model.prompt_encoder.image_embedding_size[0]
+        self.low_res = 4 * he
+        self.grid = self.low_res * cfg.loss_upsample
+        self.factor = size / self.grid
+        m = torch.from_numpy(masks.astype(np.float32))[:, None]
+        if self.input_size != masks.shape[1:]:
+            m = F.interpolate(m, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        m = F.pad(m, (0, size - self.input_size[1], 0, size - self.input_size[0]))
+        self.target = F.interpolate(m, size=(self.grid, self.grid), mode="area").to(dev)
+        self.target_np = (self.target[:, 0] > 0.5).cpu().numpy()
+        self.valid = np.zeros((self.grid, self.grid), dtype=bool)
+        self.valid[: math.ceil(self.input_size[0] / self.factor), : math.ceil(self.input_size[1] / self.factor)] = True
+
+    def to_model_xy(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Original-image (row, col) pixels -> model-frame (x, y), as the Predictor maps them."""
+        return np.stack([cols * self.scale[1], rows * self.scale[0]], axis=-1)
+
+    def first_prompt(self, kind: str, rng: np.random.Generator) -> dict[str, Any]:
+        dev, cfg, n = self.model.device, self.cfg, len(self.masks)
+        if kind == "point":
+            pts = [
+                interior_point(m) if rng.random() < cfg.interior_first_prob else random_point(m, rng)
+                for m in self.masks
+            ]
+            rc = np.asarray(pts, dtype=np.float64)
+            xy = self.to_model_xy(rc[:, 0], rc[:, 1])[:, None]
+            return {"coords": torch.as_tensor(xy, dtype=torch.float32, device=dev),
+                    "labels": torch.ones(n, 1, dtype=torch.int64, device=dev)}
+        if kind == "box":
+            boxes = np.stack([
+                jitter_box(box_of(m), rng, m.shape, cfg.box_noise, cfg.box_max_shift) for m in self.masks
+            ])
+            xy0 = self.to_model_xy(boxes[:, 0], boxes[:, 1])
+            xy1 = self.to_model_xy(boxes[:, 2], boxes[:, 3])
+            return {"boxes": torch.as_tensor(np.concatenate([xy0, xy1], 1), dtype=torch.float32, device=dev)}
+        low = (self.low_res, self.low_res)
+        rough = [
+            mask_to_logits(perturb_mask(m, rng), self.model.img_size, low, float(rng.uniform(4, 12)))
+            for m in self.masks
+        ]
+        return {"mask": torch.cat(rough).to(dev)}
+
+    def correction(self, pred: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One click per object from the error region of ``pred`` (B, G, G) on the loss grid:
+        coords (B, 1, 2) model-frame (x, y), labels (B, 1) (-1 where there is no error)."""
+        coords = np.zeros((len(pred), 1, 2), dtype=np.float32)
+        labels = np.full((len(pred), 1), -1, dtype=np.int64)
+        for i, (p, t) in enumerate(zip(pred, self.target_np)):
+            click = sample_correction(p, t, rng, self.cfg.center_click_prob, self.valid)
+            if click is not None:
+                r, c = click.point
+                coords[i, 0] = ((c + 0.5) * self.factor - 0.5, (r + 0.5) * self.factor - 0.5)
+                labels[i, 0] = click.label
+        dev = self.model.device
+        return torch.from_numpy(coords).to(dev), torch.from_numpy(labels).to(dev)
+
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
+    from napari_sam.devices import autocast_for
+
+    return autocast_for(cfg.precision, device)
+
+
+def _train_step(model: Sam, step: _Step, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+    cfg = step.cfg
+    with _autocast(cfg, model.device):
+        if cfg.freeze_encoder:
+            with torch.no_grad():
+                embedding = model.encode(step.pixels)
+        else:
+            embedding = model.encode(step.pixels)
+    kind = PROMPT_KINDS[int(rng.choice(3, p=np.asarray(cfg.prompt_probs) / sum(cfg.prompt_probs)))]
+    first = step.first_prompt(kind, rng)
+    coords, labels = first.get("coords"), first.get("labels")
+    boxes, mask_in = first.get("boxes"), first.get("mask")
+    total = torch.zeros((), device=model.device)
+    stats: dict[str, float] = {"mask_loss": 0.0, "iou_loss": 0.0}
+    for round_ in range(cfg.iterations):
+        multimask = round_ == 0 and kind == "point"
+        points = (coords, labels) if coords is not None else None
+        with _autocast(cfg, model.device):
+            low, iou_pred = model.decode(embedding, points=points, boxes=boxes, masks=mask_in,
+                                         multimask_output=multimask)
+        up = F.interpolate(low.float(), size=(step.grid, step.grid), mode="bilinear", align_corners=False)
+        out = sam_loss(up, iou_pred.float(), step.target)
+        total = total + out.total
+        stats["mask_loss"] += float(out.mask.detach()) / cfg.iterations
+        stats["iou_loss"] += float(out.iou.detach()) / cfg.iterations
+        chosen = out.best
+        rows = torch.arange(len(chosen), device=chosen.device)
+        iou_now = float(out.actual_iou[rows, chosen].mean())
+        if round_ == 0:
+            stats["iou_first"] = iou_now
+        stats["iou_last"] = iou_now
+        if round_ + 1 == cfg.iterations:
+            break
+        mask_in = low.float()[rows, chosen][:, None].detach()
+        pred = (up[rows, chosen] > 0).detach().cpu().numpy()
+        new_xy, new_lab = step.correction(pred, rng)
+        coords = new_xy if coords is None else torch.cat([coords, new_xy], 1)
+        labels = new_lab if labels is None else torch.cat([labels, new_lab], 1)
+    return total / cfg.iterations, stats
+
+
+def train(
+    model: Sam | str | os.PathLike[str],
+    data: Sequence[tuple[np.ndarray, np.ndarray]] | Sequence[Plane],
+    out: str | os.PathLike[str],
+    *,
+    config: TrainConfig | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Any = None,
+    log: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Fine-tune (or train) a SAM model on instance-labelled images.
+
+    Parameters
+    ----------
+    model : Sam, registry name or checkpoint path
+        The starting point (e.g. ``"tiny-synth"``, ``"vit_b"``, ``"my_model.pt"``). Ignored
+        when ``resume`` is given, except that a Sam instance receives the resumed weights.
+    data : sequence of (image, labels) pairs, or of :class:`~napari_sam.training.data.Plane`
+        2D images (Y, X) / (Y, X, C) with (Y, X) labels, or 3D stacks (Z, Y, X) with
+        (Z, Y, X) labels (trained on as z slices). Labels: instance IDs, 0 = background.
+    out : path
+        Checkpoint file, written every ``config.checkpoint_every`` steps and at the end.
+    config : TrainConfig, optional
+    resume : path, optional
+        A checkpoint written by this function: weights, optimizer, schedule and step count are
+        restored and training continues to ``config.steps`` (the stored config is used when
+        ``config`` is None).
+    progress : callable, optional
+        ``progress(step, total_steps)`` after every step.
+    cancel : cancel token, optional
+        A callable returning True, a ``threading.Event`` or an object with ``.cancelled``;
+        checked every step. A checkpoint is written before returning.
+    log : callable, optional
+        Called with the step's statistics dict (see :attr:`TrainResult.history`).
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    DataError
+        Data without usable objects or with mismatched shapes.
+    ValueError
+        Invalid config values, or a ``resume`` file without a training state.
+    """
+    state: dict[str, Any] = {}
+    if resume is not None:
+        from napari_sam._checkpoint import _torch_load
+
+        raw = _torch_load(Path(resume))
+        state = raw.get("train_state") if isinstance(raw, dict) else None
+        if not state:
+            raise ValueError(f"{resume} holds no training state; pass it as the model to fine-tune instead")
+        if config is None:
+            config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items()})
+        model = model if isinstance(model, Sam) else resume
+        net = _resolve_model(model, config.device)
+        net.load_state_dict(raw["model"])
+    else:
+        config = config or TrainConfig()
+        net = _resolve_model(model, config.device)
+    cfg = config
+    planes = list(data) if data and isinstance(data[0], Plane) else planes_from_pairs(data)  # type: ignore[arg-type]
+    net.train()
+    for p in net.image_encoder.parameters():
+        p.requires_grad_(not cfg.freeze_encoder)
+    if cfg.freeze_encoder:
+        net.image_encoder.eval()
+    params = [p for p in net.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg))
+    start = int(state.get("step", 0))
+    elapsed = float(state.get("elapsed_s", 0.0))
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    history: list[dict[str, float]] = []
+    out_path = Path(out)
+    cancelled = False
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(out_path, net, {
+            "step": step, "config": cfg.to_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "elapsed_s": elapsed,
+        })
+
+    step = start
+    for step in range(start, cfg.steps):
+        if _is_cancelled(cancel):
+            cancelled = True
+            break
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([cfg.seed, step])
+        image, masks = sample_example(
+            planes, rng, max_objects=cfg.objects_per_image, crop_prob=cfg.crop_prob,
+            min_crop=cfg.min_crop, augment=cfg.augment, min_area=cfg.min_object_area,
+        )
+        loss, stats = _train_step(net, _Step(net, image, masks, cfg), rng)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        seconds = time.perf_counter() - t0
+        elapsed += seconds
+        record = {"step": step + 1, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"],
+                  "seconds": seconds, **stats}
+        history.append(record)
+        if log is not None:
+            log(record)
+        if progress is not None:
+            progress(step + 1, cfg.steps)
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            checkpoint(step + 1)
+    else:
+        step = cfg.steps
+    done = step if cancelled else cfg.steps
+    checkpoint(done)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(True)
+    return TrainResult(model=net, steps=done, checkpoint=out_path, cancelled=cancelled, history=history)
