@@ -78,7 +78,7 @@ def test_two_process_cluster_gives_the_same_labels_and_embeddings(tmp_path, mode
                                           params=EVERYTHING, precision="fp32", scheduler=client)
         remote_emb = embed_stack(stack_zarr, model_path, cache_dir=tmp_path / "emb_remote",
                                  precision="fp32", scheduler=client)
-        loaded = client.run(lambda: len(__import__("napari_sam.distributed", fromlist=["x"])._MODELS))
+        loaded = client.run(lambda: len(__import__("napari_sam.distributed.worker", fromlist=["x"])._MODELS))
     assert len(loaded) == 2 and all(n == 1 for n in loaded.values())  # each worker loaded the model once
     np.testing.assert_array_equal(read_labels(remote.path)[0][:], read_labels(local.path)[0][:])
     assert remote.signature == local.signature
@@ -127,7 +127,7 @@ def test_interrupted_embedding_resumes_from_the_cache(tmp_path, model_path, stac
         embed_stack(stack_zarr, model_path, cache_dir=cache, precision="fp32",
                     progress=_counting(log), cancel=lambda: len(log) > 3)
     assert len(list(cache.rglob("*.emb"))) == 3
-    import napari_sam.distributed as dist
+    import napari_sam.distributed.worker as dist
 
     dist._WORKER.clear()  # as in a new process: only the files on disk are left
     run = embed_stack(stack_zarr, model_path, cache_dir=cache, precision="fp32")
@@ -156,7 +156,7 @@ def test_a_2d_image_and_unlinked_ids(tmp_path, model_path, stack_zarr):
 
 def test_the_input_is_read_one_plane_at_a_time(tmp_path, model_path, stack_zarr, monkeypatch):
     """No task reads more than one plane of the input: a volume larger than memory flows through."""
-    import napari_sam.distributed as dist
+    import napari_sam.distributed.worker as dist
 
     original = dist.open_stack
     largest: list[int] = []

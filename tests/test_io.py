@@ -236,3 +236,15 @@ def test_prompts_on_missing_slices_are_rejected(tmp_path):
     objs = read_prompts([tmp_path / "p.csv"], ndim=3)
     with pytest.raises(PromptFileError, match="z=7 is outside the stack of 4 slices"):
         check_in_stack(objs, (4,))
+
+
+def test_points_without_object_ids_are_one_object_each(tmp_path):
+    """A list of centres (e.g. from a detector) gives one object per positive point; a negative
+    point without an object applies to the objects of its slice."""
+    (tmp_path / "c.csv").write_text("z,row,col,label\n0,5,5,1\n0,20,20,1\n0,12,12,0\n1,8,8,1\n")
+    objs = read_prompts([tmp_path / "c.csv"], ndim=3)
+    assert [(o.object_id, o.index, o.point_labels.tolist()) for o in objs] == [
+        (1, (0,), [1, 0]), (2, (0,), [1, 0]), (3, (1,), [1])]
+    (tmp_path / "n.csv").write_text("z,row,col,label\n0,5,5,1\n2,12,12,0\n")
+    with pytest.raises(PromptFileError, match="negative point .* has no object on its slice"):
+        read_prompts([tmp_path / "n.csv"], ndim=3)

@@ -21,7 +21,7 @@ from napari_sam._cli.common import CliParser, UsageError
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = ("segment", "auto", "embed", "models")
+SUBCOMMANDS = ("segment", "auto", "embed", "models", "train")
 DESCRIPTION = """\
 Segment Anything for microscopy, from the command line.
 Coordinates are napari's: (row, col) in pixels, (z, row, col) in stacks.

@@ -124,6 +124,7 @@ def test_other_model_or_normalisation_never_reuses_embeddings(model, encoder, tm
     assert not shifted.is_cached(0)
     model.weights_hash = "abc"
     try:
+        assert not view.is_cached(0)  # the same view notices the new weights
         assert not EmbeddingCache(model, directory=tmp_path).view(stack).is_cached(0)
     finally:
         model.weights_hash = ""
@@ -164,3 +165,16 @@ def test_half_precision_halves_memory_and_returns_float32(model, encoder) -> Non
     assert b.features.dtype == torch.float32
     assert half.cache.memory_bytes * 2 == full.cache.memory_bytes
     assert torch.allclose(a.features, b.features, rtol=1e-2, atol=1e-3)
+
+
+def test_weights_changed_in_place_need_a_refreshed_key(encoder) -> None:
+    from conftest import make_model
+
+    tuned = make_model(3)
+    cache = EmbeddingCache(tuned)
+    view = cache.view(_stack())
+    view.get(0)
+    with torch.no_grad():
+        tuned.image_encoder.patch_embed.proj.weight.mul_(1.1)  # fine-tuning in place
+    cache.refresh_model_key()
+    assert not view.is_cached(0)

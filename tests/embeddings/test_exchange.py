@@ -90,7 +90,9 @@ def test_cancelled_export_records_what_is_missing(model, encoder, tmp_path) -> N
     stack = _stack()
     stop = threading.Event()
     view = EmbeddingCache(model).view(stack)
-    written = view.export_zarr(tmp_path / "part.zarr", progress=lambda d, t: stop.set() if d == 2 else None, cancel=stop)
+    written = view.export_zarr(
+        tmp_path / "part.zarr", progress=lambda d, t: stop.set() if d == 2 else None, cancel=stop
+    )
     assert written == 2
     encoder.images = 0
     laptop = EmbeddingCache(model).view(stack)

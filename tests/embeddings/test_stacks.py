@@ -83,7 +83,7 @@ def test_dask_stack_larger_than_the_budget_is_read_one_plane_at_a_time(model, en
     z, y, x = 12, 256, 256
     reads: list[int] = []
 
-    def plane(block_id=None):  # noqa: ANN001
+    def plane(block_id: tuple[int, ...] = (0, 0, 0)) -> np.ndarray:
         reads.append(block_id[0])
         return np.random.default_rng(block_id[0]).integers(0, 4000, (1, y, x)).astype(np.uint16)
 

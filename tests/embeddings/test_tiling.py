@@ -25,7 +25,7 @@ def test_tiles_cover_a_3000_px_plane_with_halos(model, big_plane) -> None:
     assert view.is_tiled and len(tiles) == len(cores) > 1
     halo = view.layout.halo
     coverage = np.zeros(big_plane.shape, dtype=np.uint8)
-    for (r0, c0, r1, c1), core in zip(tiles, cores):
+    for (r0, c0, r1, c1), core in zip(tiles, cores, strict=True):
         assert (r1 - r0, c1 - c0) == (model.img_size, model.img_size)  # no downscaling inside a tile
         assert 0 <= r0 and 0 <= c0 and r1 <= 3000 and c1 <= 3000
         coverage[core[0] : core[2], core[1] : core[3]] += 1

@@ -48,6 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--stability-score-thresh", type=float, default=0.95, help="least stability (0.95)")
     g.add_argument("--min-area", type=int, default=16,
                    help="drop objects and fill holes under this many pixels (16)")
+    g.add_argument("--box-nms-thresh", type=float, default=0.7,
+                   help="box IoU above which the weaker of two masks is dropped (0.7)")
+    g.add_argument("--max-area-fraction", type=float, default=0.4,
+                   help="drop masks covering more than this fraction of a slice (0.4)")
     g.add_argument("--crop-n-layers", type=int, default=0, help="extra zoomed crop layers (0)")
     g.add_argument("--link-iou", type=float, default=0.25,
                    help="least IoU for an object to keep its ID on the next slice (0.25)")
@@ -89,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         "points_per_side": args.points_per_side, "pred_iou_thresh": args.pred_iou_thresh,
         "stability_score_thresh": args.stability_score_thresh,
         "min_mask_region_area": args.min_area, "crop_n_layers": args.crop_n_layers,
+        "box_nms_thresh": args.box_nms_thresh, "max_area_fraction": args.max_area_fraction,
     }
     for source, out in jobs:
         label = f"auto {source.name}" if len(jobs) > 1 else "auto"

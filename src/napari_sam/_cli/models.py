@@ -49,7 +49,7 @@ def _list() -> int:
              for m in infos]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4])
+        print("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
     print(f"\ncache: {cache_dir() / 'weights'}")
     return 0
 

@@ -101,29 +101,14 @@ def _predict_kwargs(obj: Any) -> dict[str, Any]:
     }
 
 
-def _segment_2d(model: Any, data: Any, objects: list[Any], bar: Progress) -> np.ndarray:
-    from napari_sam.labels import LabelScheme, write_mask
-    from napari_sam.predictor import Predictor
-
-    predictor = Predictor(model)
-    predictor.set_image(np.asarray(data))
-    labels = np.zeros(predictor.image_shape, dtype=np.uint32)
-    for i, obj in enumerate(objects):
-        one_point = obj.box is None and len(obj.points) == 1
-        pred = predictor.predict(**_predict_kwargs(obj), multimask=one_point)
-        write_mask(labels, pred.masks[0], LabelScheme(), instance_id=obj.object_id)
-        bar(i + 1, len(objects))
-    return labels
-
-
-def _segment_3d(model: Any, image: Any, objects: list[Any], propagate: bool, bar: Progress) -> np.ndarray:
+def _segment(model: Any, image: Any, objects: list[Any], propagate: bool, bar: Progress) -> np.ndarray:
+    """Labels (Y, X) or (Z, Y, X) uint32 with each object under its ID; earlier objects win overlaps."""
     from napari_sam.labels import LabelScheme, write_mask
     from napari_sam.segment import Segmenter
 
     channel_axis = image.data.ndim - 1 if "C" in image.axes else None
     seg = Segmenter(model, image.data, channel_axis=channel_axis)
-    shape = tuple(int(s) for s in seg.embeddings.index_shape + seg.embeddings.plane_shape)
-    labels = np.zeros(shape, dtype=np.uint32)
+    labels = np.zeros(seg.index_shape + seg.plane_shape, dtype=np.uint32)
     for i, obj in enumerate(objects):
         mask = seg.segment(**_predict_kwargs(obj), index=obj.index)
         if propagate:
@@ -145,10 +130,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_cli_model(args)
     bar = Progress("segment", enabled=not args.quiet)
     try:
-        if ndim == 2:
-            labels = _segment_2d(model, image.data, objects, bar)
-        else:
-            labels = _segment_3d(model, image, objects, args.propagate, bar)
+        labels = _segment(model, image, objects, args.propagate, bar)
     finally:
         bar.close()
     params = {

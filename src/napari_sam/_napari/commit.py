@@ -55,7 +55,7 @@ def _region(target: np.ndarray, where: Index, shape: Sequence[int]) -> np.ndarra
     return region
 
 
-def _plan(target: np.ndarray, where: Index, region: np.ndarray, new: np.ndarray, ids: tuple[int, ...]) -> CommitPlan:
+def _plan(where: Index, region: np.ndarray, new: np.ndarray, ids: tuple[int, ...]) -> CommitPlan:
     local = np.nonzero(new != region)
     n = local[0].size if local else 0
     lead = tuple(np.full(n, w, dtype=np.intp) for w in where)
@@ -115,7 +115,7 @@ def plan_object(
             class_id, instance = None, label_id
         new[new == label_id] = 0
     written = write_mask(new, mask, scheme, class_id, mode=mode, instance_id=instance)
-    return _plan(target, where, region, new, (int(written),))
+    return _plan(where, region, new, (int(written),))
 
 
 def plan_instances(
@@ -139,7 +139,8 @@ def plan_instances(
     has_zero = objects.size > 0 and objects[0] == 0
     n = int(objects.size - has_zero)
     if n == 0:
-        return CommitPlan(tuple(np.zeros(0, np.intp) for _ in range(target.ndim)), np.zeros(0, target.dtype), ())
+        empty = tuple(np.zeros(0, np.intp) for _ in range(target.ndim))
+        return CommitPlan(empty, np.zeros(0, target.dtype), ())
     first = scheme.next_instance(target, class_id)
     last = first + n - 1
     if last > scheme.max_instance(target.dtype):
@@ -160,7 +161,7 @@ def plan_instances(
         paint &= (region == 0) | ((region >= low) & (region < low + int(scheme.divisor or 1)))
     new = region.copy()
     new[paint] = lut[inverse[paint]]
-    return _plan(target, where, region, new, tuple(int(i) for i in ids))
+    return _plan(where, region, new, tuple(int(i) for i in ids))
 
 
 def apply_plans(layer: Labels, plans: Sequence[CommitPlan]) -> None:

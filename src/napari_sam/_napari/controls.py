@@ -34,7 +34,7 @@ KEYS = {
     "propagate": "Shift-S",
 }
 KEY_HELP = (
-    "Click: positive point · Ctrl-click: negative point · "
+    "Click: positive point · Shift-click: negative point · "
     f"{KEYS['negative']}: toggle negative mode · {KEYS['commit']}: commit · "
     f"{KEYS['clear']}: clear prompts · {KEYS['propagate']}: propagate through z "
     "(keys work while a SAM prompt layer is selected)"
@@ -125,7 +125,13 @@ def _button(text: str, tip: str) -> QPushButton:
 class Panels:
     """All controls of the widget, laid out into ``root``; the widget connects them."""
 
-    def __init__(self, root: QWidget, viewer: napari.Viewer, image_ok: Callable[[Any], bool], labels_ok: Callable[[Any], bool]) -> None:
+    def __init__(
+        self,
+        root: QWidget,
+        viewer: napari.Viewer,
+        image_ok: Callable[[Any], bool],
+        labels_ok: Callable[[Any], bool],
+    ) -> None:
         # model
         self.model = QComboBox()
         self.model.setToolTip("Registered models (cached ones load offline) or a checkpoint file")
@@ -150,8 +156,10 @@ class Panels:
         self.cancel.setVisible(False)
         # object
         self.negative = QCheckBox(f"Negative clicks ({KEYS['negative']})")
-        self.negative.setToolTip("New points mark background; Ctrl-click does this for one point")
-        self.commit = _button(f"Commit ({KEYS['commit']})", "Write the preview into the labels layer as a new object")
+        self.negative.setToolTip("New points mark background; Shift-click does this for one point")
+        self.commit = _button(
+            f"Commit ({KEYS['commit']})", "Write the preview into the labels layer as a new object"
+        )
         self.clear = _button(f"Clear ({KEYS['clear']})", "Remove all prompts and the preview")
         self.undo = _button("Undo", "Undo the last change of the labels layer (as Ctrl-Z on it)")
         self.refine = _button(
@@ -160,7 +168,9 @@ class Panels:
             "it with clicks and commit it back under the same ID",
         )
         # 3D
-        self.propagate = _button(f"Propagate through z ({KEYS['propagate']})", "Follow the preview object through the stack")
+        self.propagate = _button(
+            f"Propagate through z ({KEYS['propagate']})", "Follow the preview object through the stack"
+        )
         self.z_start = QSpinBox()
         self.z_stop = QSpinBox()
         for box in (self.z_start, self.z_stop):
@@ -173,7 +183,7 @@ class Panels:
         self.max_area_change = QDoubleSpinBox()
         self.max_area_change.setRange(1.0, 100.0)
         self.max_area_change.setValue(2.5)
-        self.max_area_change.setToolTip("Stop when the area changes by more than this factor between slices")
+        self.max_area_change.setToolTip("Stop when the area changes by more than this factor per slice")
         self.precompute = _button("Precompute all slices", "Encode every slice in the background")
         # everything
         self.everything_scope = QComboBox()
@@ -189,7 +199,12 @@ class Panels:
         self.stability.setRange(0.0, 1.0)
         self.stability.setSingleStep(0.02)
         self.stability.setValue(0.95)
-        self.everything = _button("Segment everything", "Find every object and add them to the labels layer")
+        self.max_area = QDoubleSpinBox()
+        self.max_area.setRange(0.01, 1.0)
+        self.max_area.setSingleStep(0.05)
+        self.max_area.setValue(0.4)
+        self.max_area.setToolTip("Drop masks covering more than this fraction of a slice (background)")
+        self.everything = _button("Segment everything", "Add every object found to the labels layer")
         self.keys = QLabel(KEY_HELP)
         self.keys.setWordWrap(True)
         self._layout(root)
@@ -239,6 +254,7 @@ class Panels:
         form_ev.addRow("points per side", self.points_per_side)
         form_ev.addRow("min predicted IoU", self.pred_iou)
         form_ev.addRow("min stability", self.stability)
+        form_ev.addRow("max area (fraction)", self.max_area)
         form_ev.addRow(self.everything)
         outer.addWidget(ev)
 

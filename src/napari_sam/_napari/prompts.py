@@ -2,7 +2,7 @@
 
 Points carry their polarity in the ``"positive"`` feature (bool). A new point, clicked or added
 from a script, takes ``points_layer.feature_defaults``, which follows negative mode; a click
-with Ctrl held (Cmd on macOS) is negative whatever the mode.
+with Shift held (or Ctrl / Cmd) places the opposite kind of point.
 
 The pure part (:func:`prompts_by_slice`) turns layer data into per-slice 2D prompts and is
 tested without a viewer.
@@ -29,7 +29,7 @@ POSITIVE_COLOUR = "#39ff14"
 NEGATIVE_COLOUR = "#ff2e63"
 BOX_COLOUR = "#ffd400"
 PREVIEW_COLOUR = (0.0, 0.85, 1.0, 1.0)
-NEGATIVE_MODIFIER = "Control"
+NEGATIVE_MODIFIERS = ("Shift", "Control")  # Shift-click (or Ctrl/Cmd-click): a negative point
 ROLE = "napari_sam_role"  # layer.metadata key marking the widget's own layers
 
 
@@ -261,7 +261,7 @@ class PromptLayers:
     def _on_press(self, layer: Points, event: Any) -> None:
         # Runs before napari's "add" mode callback; the point is added on release with the
         # feature defaults, which _points_changed restores afterwards.
-        flip = NEGATIVE_MODIFIER in event.modifiers
+        flip = any(m in event.modifiers for m in NEGATIVE_MODIFIERS)
         layer.feature_defaults = {POSITIVE: self._negative == flip}
 
     def _points_changed(self, event: Any) -> None:

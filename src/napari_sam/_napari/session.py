@@ -27,7 +27,7 @@ Index = tuple[int, ...]
 Progress = Callable[[int, int], None]
 
 
-class StaleRequest(RuntimeError):
+class StaleRequestError(RuntimeError):
     """The image or model changed while this request was waiting; its result is not wanted."""
 
 
@@ -114,7 +114,7 @@ class EngineSession:
         """``index`` as a tuple of ints inside the stack (ValueError otherwise)."""
         idx = tuple(int(i) for i in index)
         shape = self.index_shape
-        if len(idx) != len(shape) or any(not 0 <= i < n for i, n in zip(idx, shape)):
+        if len(idx) != len(shape) or any(not 0 <= i < n for i, n in zip(idx, shape, strict=True)):
             raise ValueError(f"slice {idx} is outside the stack of slices {shape}")
         return idx
 
@@ -263,7 +263,7 @@ class EngineState:
     """The widget's current model and image, and the session built from them on demand.
 
     ``configure`` changes the model or image and returns a new *token*; work submitted under an
-    older token gets :class:`StaleRequest` from :meth:`session` instead of a session, so a
+    older token gets :class:`StaleRequestError` from :meth:`session` instead of a session, so a
     result computed for the previous model or image is never used. Thread-safe: the model is
     loaded and the session built in whichever worker first needs them.
 
@@ -305,9 +305,9 @@ class EngineState:
             return self.token
 
     def check(self, token: int) -> None:
-        """Raise :class:`StaleRequest` if the model or image changed since ``token``."""
+        """Raise :class:`StaleRequestError` if the model or image changed since ``token``."""
         if token != self.token:
-            raise StaleRequest("the model or image changed; result dropped")
+            raise StaleRequestError("the model or image changed; result dropped")
 
     def load_model(self, token: int, progress: Progress | None = None, cancel: Any = None) -> Sam:
         """The model, loading it (and downloading it, with ``progress``) if needed."""

@@ -172,14 +172,15 @@ class TaskRunner(QObject):
     def busy(self, kind: str | None = None) -> bool:
         return bool(self.running(kind))
 
-    def wait(self, timeout: float = 120.0, until: Callable[[], bool] | None = None) -> None:
-        """Process Qt events until no task runs (and ``until()`` is true, if given).
+    def wait(self, timeout: float = 120.0, busy: Callable[[], bool] | None = None) -> None:
+        """Process Qt events while ``busy()`` (default: while any task runs).
 
         Raises TimeoutError after ``timeout`` seconds.
         """
         app = QApplication.instance()
         deadline = time.monotonic() + timeout
-        while self._active or (until is not None and not until()):
+        busy = busy if busy is not None else self.busy
+        while busy():
             if time.monotonic() > deadline:
                 kinds = sorted({t.kind for t in self._active})
                 raise TimeoutError(f"background work still running after {timeout} s: {kinds}")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
-from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from napari_sam._napari.class_table import ClassTable, default_scheme
 from napari_sam._napari.controls import KEYS, LOAD_FROM_FILE, Panels
@@ -60,7 +60,15 @@ class SamWidget(QWidget):
         self._new_scheme = default_scheme()
         self._known_ids: set[int] = set()
         self.flow = Workflow(self)
-        self.panels = Panels(self, self.viewer, self._image_ok, self._labels_ok)
+        inner = QWidget()
+        self.panels = Panels(inner, self.viewer, self._image_ok, self._labels_ok)
+        scroll = QScrollArea()
+        scroll.setWidget(inner)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.NoFrame)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
         self.class_table = ClassTable()
         self.panels.classes_box.layout().addWidget(self.class_table)
         self._populate_models()
@@ -228,7 +236,9 @@ class SamWidget(QWidget):
     def _set_target(self, layer: Labels | None) -> None:
         if layer is not None and self.spec is not None and layer.data.shape != self.spec.labels_shape:
             self.panels.target.set_layer(self._labels)
-            raise ValueError(f"labels layer {layer.name!r} has shape {layer.data.shape}, not {self.spec.labels_shape}")
+            raise ValueError(
+                f"labels layer {layer.name!r} has shape {layer.data.shape}, not {self.spec.labels_shape}"
+            )
         self._labels = layer
         if layer is None:
             self.class_table.set_scheme(self._new_scheme)
@@ -339,7 +349,9 @@ class SamWidget(QWidget):
     def _model_chosen(self, index: int) -> None:
         data = self.panels.model.itemData(index)
         if data is None:
-            path, _ = QFileDialog.getOpenFileName(self, "SAM checkpoint", "", "Checkpoints (*.pt *.pth *.safetensors);;All files (*)")
+            path, _ = QFileDialog.getOpenFileName(
+                self, "SAM checkpoint", "", "Checkpoints (*.pt *.pth);;All files (*)"
+            )
             if not path:
                 self.panels.model.setCurrentIndex(max(0, self.panels.model.findData(self.engine.model_name)))
                 return
@@ -446,7 +458,7 @@ class SamWidget(QWidget):
         if self.flow.debounce.isActive():
             self.flow.debounce.stop()
             self.flow.decode_changed()
-        self.runner.wait(timeout, until=lambda: not self.flow.debounce.isActive())
+        self.runner.wait(timeout, busy=lambda: self.runner.busy() or self.flow.debounce.isActive())
 
     def close_session(self) -> None:
         """Cancel all work and disconnect from the viewer (the widget is being closed)."""

@@ -60,7 +60,8 @@ class Workflow:
         if self.debounce.isActive():
             self.debounce.stop()
             self.decode_changed()
-        self.w.runner.wait(until=lambda: not any(t.kind.startswith("decode") for t in self.w.runner.running()))
+        runner = self.w.runner
+        runner.wait(busy=lambda: any(t.kind.startswith("decode") for t in runner.running()))
 
     # -- decoding ----------------------------------------------------------------------------
     def decode_changed(self) -> None:
@@ -131,7 +132,9 @@ class Workflow:
         plans: list[CommitPlan] = []
         if self.refine_label is not None:
             for idx in slices:
-                plans.append(plan_object(target, preview[idx], idx, scheme, class_id, mode, self.refine_label))
+                plans.append(
+                    plan_object(target, preview[idx], idx, scheme, class_id, mode, self.refine_label)
+                )
         elif len(slices) == 1:
             plans.append(plan_object(target, preview[slices[0]], slices[0], scheme, class_id, mode))
         else:
@@ -214,6 +217,7 @@ class Workflow:
             "points_per_side": p.points_per_side.value(),
             "pred_iou_thresh": p.pred_iou.value(),
             "stability_score_thresh": p.stability.value(),
+            "max_area_fraction": p.max_area.value(),
         }
         token = self.w.engine.token
 

@@ -13,7 +13,7 @@ try:  # xxhash is several times faster than blake2b on large planes; optional
 
     HASH_ALGORITHM = "xxh3_128"
 except ImportError:  # pragma: no cover - depends on the environment
-    xxhash = None
+    xxhash = None  # type: ignore[assignment]
     HASH_ALGORITHM = "blake2b_128"
 
 _UNITS = {
@@ -83,7 +83,7 @@ def content_hash(array: np.ndarray) -> str:
     return str(hasher.hexdigest())
 
 
-def payload_checksum(buffer: bytes | memoryview) -> str:
+def payload_checksum(buffer: bytes | memoryview | np.ndarray) -> str:
     """Checksum of a stored embedding's bytes (detects truncated or damaged files)."""
     hasher = new_hasher()
     hasher.update(buffer)

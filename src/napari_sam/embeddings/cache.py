@@ -100,6 +100,12 @@ class EmbeddingCache:
     half_precision : bool
         Store float16 (half the memory and disk); embeddings are returned as float32.
 
+    Notes
+    -----
+    The model is identified by ``model.weights_hash`` (set by ``load_model``), else by a hash of
+    its encoder weights taken once; after changing weights in place (fine-tuning), set a new
+    ``weights_hash`` or call :meth:`refresh_model_key`, or stale embeddings would be reused.
+
     Examples
     --------
     >>> cache = EmbeddingCache(model, memory_budget="1 GB", directory=default_directory())  # doctest: +SKIP
@@ -136,6 +142,10 @@ class EmbeddingCache:
         if self._state_key is None:
             self._state_key = encoder_key(self.model)
         return self._state_key
+
+    def refresh_model_key(self) -> None:
+        """Hash the encoder weights again (after changing them in place without a new ``weights_hash``)."""
+        self._state_key = None
 
     def signature_prefix(self, norm: IntensityNorm) -> str:
         """The part of every signature that does not depend on the pixels."""
@@ -267,11 +277,11 @@ class EmbeddingCache:
                     results[i] = entry
             if todo:
                 encoded = self.encode([image for _, _, image in todo])
-                for (i, sig, _), entry in zip(todo, encoded):
+                for (i, sig, _), entry in zip(todo, encoded, strict=True):
                     results[i] = self.store(sig, entry)
                     self.stats.computed += 1
         finally:
-            for (sig, _), result in zip(items, results):
+            for (sig, _), result in zip(items, results, strict=True):
                 self.finish(sig, result)
         return [r for r in results if r is not None], len(todo)
 

@@ -14,6 +14,7 @@ checksum does not match is treated as missing (and removed), so it gets recomput
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -128,10 +129,8 @@ class DiskStore:
             _log.warning("embedding cache file %s is damaged; it will be recomputed", path)
             self._remove(path)
             return None
-        try:  # mark as recently used, for eviction
+        with contextlib.suppress(OSError):  # mark as recently used, for eviction
             os.utime(path)
-        except OSError:
-            pass
         return entry
 
     # -- writing -------------------------------------------------------------------------------

@@ -63,7 +63,6 @@ class StackSource:
         if min(self.plane_shape) < 2:
             raise ImageError(f"planes of shape {self.plane_shape} are too small to segment")
         self.channels = 1 if channel_axis is None else min(self.shape[channel_axis], 3)
-        self.is_lazy = hasattr(array, "compute") or type(array).__module__.startswith("zarr")
 
     @property
     def n_planes(self) -> int:
@@ -89,7 +88,7 @@ class StackSource:
                 f"leading dimensions {self.index_shape} (planes of shape {self.plane_shape})"
             )
         out = []
-        for value, size in zip(values, self.index_shape):
+        for value, size in zip(values, self.index_shape, strict=True):
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
                 if isinstance(value, (float, np.floating)) and float(value).is_integer():
                     value = int(value)  # napari's dims give floats
@@ -104,7 +103,7 @@ class StackSource:
     def read(self, index: tuple[int, ...], region: Region | None = None) -> np.ndarray:
         """Plane ``index`` (or the ``region`` of it) as (Y, X, C), C = 1 or 3, read on its own."""
         key: list[Any] = [slice(None)] * len(self.shape)
-        for axis, i in zip(self.index_axes, index):
+        for axis, i in zip(self.index_axes, index, strict=True):
             key[axis] = i
         if region is not None:
             key[self.spatial_axes[0]] = slice(region[0], region[2])

@@ -9,6 +9,7 @@ is seen whole by that tile.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ def _axis_tiles(length: int, tile: int, halo: int) -> list[tuple[int, int, int, 
     n = math.ceil(length / core)
     bounds = [round(i * length / n) for i in range(n + 1)]
     out = []
-    for c0, c1 in zip(bounds[:-1], bounds[1:]):
+    for c0, c1 in itertools.pairwise(bounds):
         start = min(max(c0 - halo, 0), length - tile)
         out.append((start, start + tile, c0, c1))
     return out
@@ -89,12 +90,9 @@ class TileLayout:
             bx = np.array([r0, c0, r1, c1])
         if len(pts) == 0 and bx is None:
             raise PromptError("this plane is tiled: give a point or a box so the right tile can be chosen")
-        if bx is not None:
-            centre = np.array([(bx[0] + bx[2]) / 2, (bx[1] + bx[3]) / 2])
-        else:
-            centre = pts.mean(axis=0)
+        centre = pts.mean(axis=0) if bx is None else np.array([(bx[0] + bx[2]) / 2, (bx[1] + bx[3]) / 2])
         best, best_key = -1, None
-        for i, (tile, core) in enumerate(zip(self.tiles, self.cores)):
+        for i, (tile, core) in enumerate(zip(self.tiles, self.cores, strict=True)):
             inside = _contains(tile, pts)
             cover = 1.0 if bx is None else _box_cover(tile, bx)
             in_core = bool(_contains(core, centre[None]))

@@ -66,7 +66,6 @@ class StackEmbeddings:
                 "halo < tile_size / 2 - 8"
             )
         self.layout = TileLayout.build(self.source.plane_shape, tile_size, halo, int(tile_threshold))
-        self._prefix = cache.signature_prefix(self.norm)
         # dask arrays are immutable graphs: their plane hashes can be remembered
         self._memo: dict[Unit, str] | None = {} if hasattr(self.source.array, "compute") else None
         self._imported: list[ImportedStore] = []
@@ -110,7 +109,11 @@ class StackEmbeddings:
         return digest, pixels
 
     def _signature(self, digest: str, tile: int) -> str:
-        return combine(self._prefix, digest, "tile=%d,%d,%d,%d" % self.layout.tiles[tile])
+        r0, c0, r1, c1 = self.layout.tiles[tile]
+        # the prefix is rebuilt each time, so a model whose weights hash or precision changes
+        # never gets the embeddings of its former self
+        prefix = self.cache.signature_prefix(self.norm)
+        return combine(prefix, digest, f"tile={r0},{c0},{r1},{c1}")
 
     def _read(self, index: tuple[int, ...], tile: int) -> np.ndarray:
         return self.source.read(index, self.layout.tiles[tile] if self.layout.is_tiled else None)

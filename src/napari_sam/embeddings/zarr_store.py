@@ -15,6 +15,7 @@ checks model, normalisation, shapes and every plane's pixels before using the st
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,8 +55,12 @@ def _metadata(view: StackEmbeddings) -> dict[str, Any]:
 
 def _create(group: Any, name: str, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str) -> Any:
     if hasattr(group, "create_array"):  # zarr 3
-        return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, compressors=None, fill_value=0)
-    return group.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, compressor=None, fill_value=0)  # pragma: no cover
+        return group.create_array(
+            name, shape=shape, chunks=chunks, dtype=dtype, compressors=None, fill_value=0
+        )
+    return group.create_dataset(  # pragma: no cover - zarr 2
+        name, shape=shape, chunks=chunks, dtype=dtype, compressor=None, fill_value=0
+    )
 
 
 def _write(group: Any, name: str, data: np.ndarray) -> None:
@@ -77,7 +82,7 @@ def export_zarr(
     if path.exists() and any(path.iterdir()):
         try:
             existing = dict(zarr.open_group(str(path), mode="r").attrs)
-        except Exception:  # noqa: BLE001 - any failure to read means "not our store"
+        except Exception:  # any failure to read it means "not our store"
             existing = {}
         if ATTR not in existing:
             raise ValueError(
@@ -90,7 +95,9 @@ def export_zarr(
     group = zarr.open_group(str(path), mode="w")
     group.attrs[ATTR] = meta
     emb_shape = tuple(meta["embedding_shape"])
-    features = _create(group, "features", (*lead, n_tiles, *emb_shape), (*(1,) * len(lead), 1, *emb_shape), meta["dtype"])
+    features = _create(
+        group, "features", (*lead, n_tiles, *emb_shape), (*(1,) * len(lead), 1, *emb_shape), meta["dtype"]
+    )
     content = np.zeros((*lead, n_tiles, 16), dtype=np.uint8)
     filled = np.zeros((*lead, n_tiles), dtype=bool)
     total, written = view.source.n_planes, 0
@@ -103,9 +110,7 @@ def export_zarr(
             for t in range(n_tiles):
                 digest, pixels = view._content(idx, t)
                 sig = view._signature(digest, t)
-                entry = view.cache.fetch(
-                    sig, lambda i=idx, t=t, p=pixels: view._input(i, t, p), view._imported_entry
-                )
+                entry = view.cache.fetch(sig, partial(view._input, idx, t, pixels), view._imported_entry)
                 features[(*idx, t)] = entry.features[0].numpy().astype(meta["dtype"])
                 content[(*idx, t)] = np.frombuffer(bytes.fromhex(digest), dtype=np.uint8)
                 filled[(*idx, t)] = True
@@ -123,7 +128,12 @@ def export_zarr(
 class ImportedStore:
     """A validated store, read lazily: signature -> embedding."""
 
-    def __init__(self, features: Any, positions: dict[str, tuple[int, ...]], sizes: list[tuple[tuple[int, int], tuple[int, int]]]) -> None:
+    def __init__(
+        self,
+        features: Any,
+        positions: dict[str, tuple[int, ...]],
+        sizes: list[tuple[tuple[int, int], tuple[int, int]]],
+    ) -> None:
         self._features = features
         self._positions = positions
         self._sizes = sizes
@@ -181,13 +191,13 @@ def import_zarr(view: StackEmbeddings, path: Path) -> ImportedStore:
     try:
         group = zarr.open_group(str(path), mode="r")
         meta = dict(group.attrs).get(ATTR)
-    except Exception as err:  # noqa: BLE001 - zarr raises several types for "not a store"
+    except Exception as err:  # zarr raises several types for "not a store"
         raise ValueError(f"{path} is not a zarr store ({err})") from err
     if not isinstance(meta, dict):
         raise ValueError(f"{path} is a zarr store but not one written by napari-sam export_zarr")
     _check(meta, _metadata(view), path)
-    content = np.asarray(group["content"][...])
-    filled = np.asarray(group["filled"][...])
+    content = np.asarray(group["content"][...])  # type: ignore[index]
+    filled = np.asarray(group["filled"][...])  # type: ignore[index]
     positions: dict[str, tuple[int, ...]] = {}
     differing = []
     for idx in view.source.indices():

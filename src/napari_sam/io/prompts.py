@@ -11,8 +11,9 @@ Formats (coordinates in napari order, data pixels; ``z`` only for 3D stacks):
   axis-0,...``; rectangles, ellipses and polygons become their bounding box).
 
 Objects: rows with the same ``object`` belong to one object (points and a box together).
-Without an ``object`` column, each box is its own object and all points of one file on one
-slice form one object.
+Rows without an ``object`` value: every box and every positive point is an object of its own
+(e.g. a list of nucleus centres), and a negative point applies to each of those objects on its
+slice.
 """
 
 from __future__ import annotations
@@ -234,29 +235,39 @@ def read_prompts(paths: Sequence[str | os.PathLike[str]], ndim: int) -> list[Obj
     for row in explicit:
         if row.obj is not None and row.obj < 1:
             raise PromptFileError(f"object IDs must be 1 or more, got {row.obj}")
-    assigned = list(explicit)
-    for _, rows in auto:
-        point_ids: dict[int | None, int] = {}
+    for _, rows in auto:  # a new object per box and per positive point, in file order
         for row in rows:
-            if row.kind == "box":
+            if row.kind == "box" or row.label == 1:
                 row.obj, next_id = next_id, next_id + 1
-            else:
-                if row.z not in point_ids:
-                    point_ids[row.z], next_id = next_id, next_id + 1
-                row.obj = point_ids[row.z]
-            assigned.append(row)
-    for row in assigned:
-        index = () if row.z is None else (row.z,)
-        obj_id = int(row.obj or 0)
-        obj = groups.setdefault((obj_id, index), ObjectPrompt(obj_id, index))
-        if row.kind == "box":
-            if obj.box is not None:
-                raise PromptFileError(f"object {row.obj} has two boxes on one slice; give one")
-            obj.box = np.asarray(row.values, dtype=float)
-        else:
-            obj.points = np.vstack([obj.points, [row.values]])
-            obj.point_labels = np.append(obj.point_labels, row.label).astype(int)
+    for row in explicit + [r for _, rows in auto for r in rows if r.obj is not None]:
+        _add(groups, row, int(row.obj or 0))
+    for name, rows in auto:  # negative points without an object: for every object of their slice
+        for row in rows:
+            if row.obj is not None:
+                continue
+            index = () if row.z is None else (row.z,)
+            targets = [k for k in groups if k[1] == index and any(r.obj == k[0] for r in rows)]
+            if not targets:
+                where = f"z={row.z}, " if row.z is not None else ""
+                raise PromptFileError(
+                    f"{name}: the negative point ({where}row={row.values[0]:g}, col={row.values[1]:g}) "
+                    "has no object on its slice; add an object column to say which object it belongs to"
+                )
+            for key in targets:
+                _add(groups, row, key[0])
     return [groups[k] for k in sorted(groups)]
+
+
+def _add(groups: dict[tuple[int, tuple[int, ...]], ObjectPrompt], row: _Row, obj_id: int) -> None:
+    index = () if row.z is None else (row.z,)
+    obj = groups.setdefault((obj_id, index), ObjectPrompt(obj_id, index))
+    if row.kind == "box":
+        if obj.box is not None:
+            raise PromptFileError(f"object {obj_id} has two boxes on one slice; give one")
+        obj.box = np.asarray(row.values, dtype=float)
+    else:
+        obj.points = np.vstack([obj.points, [row.values]])
+        obj.point_labels = np.append(obj.point_labels, row.label).astype(int)
 
 
 def check_in_stack(prompts: Sequence[ObjectPrompt], index_shape: tuple[int, ...]) -> None:

@@ -52,18 +52,31 @@ def relative_positions(rel_pos: Tensor, q_size: int, k_size: int) -> Tensor:
     return rel_pos[index.long()]
 
 
-# Global attention materialises its relative-position bias in chunks of query rows of about this
-# many elements, so the bias stays small (the full (heads, N, N) table for ViT-B at 1024 px would be
-# 400 MB in bf16, 800 MB in fp32) and is still warm in cache when attention reads it.
-_BIAS_CHUNK_ELEMENTS = 48 * 2**20
+# CPU attention works on blocks of query rows whose score matrix holds about this many elements,
+# so the scores stay in cache and the (heads, N, N) table of a global block is never built whole
+# (for ViT-B at 1024 px that table would be 400 MB in bf16, 800 MB in fp32).
+_SCORE_CHUNK_ELEMENTS = 12 * 2**20
+
+
+def _one_hot_grid(h: int, w: int, like: Tensor) -> Tensor:
+    """(h * w, h + w): for each key position (ky, kx) of a row-major grid, one-hot ky then one-hot kx."""
+    rows = torch.eye(h, dtype=like.dtype, device=like.device).repeat_interleave(w, dim=0)
+    cols = torch.eye(w, dtype=like.dtype, device=like.device).repeat(h, 1)
+    return torch.cat([rows, cols], dim=1)
 
 
 class Attention(nn.Module):
     """Multi-head self-attention on a (B, H, W, C) token grid with decomposed relative position bias.
 
-    The bias ``q . R_h[dh] + q . R_w[dw]`` (Li et al., MViTv2) is passed to
-    :func:`torch.nn.functional.scaled_dot_product_attention` as an additive mask, built for a
-    block of query rows at a time (see ``_BIAS_CHUNK_ELEMENTS``).
+    The bias of query (qy, qx) towards key (ky, kx) is ``q . R_h[qy - ky] + q . R_w[qx - kx]``
+    (Li et al., MViTv2), with the unscaled query. Two numerically equivalent kernels:
+
+    - CUDA / MPS: :func:`torch.nn.functional.scaled_dot_product_attention` with the bias as an
+      additive mask (fused kernels there).
+    - CPU: explicit ``softmax(q k^T * scale + bias) v`` in blocks of query rows, measured faster
+      than the CPU SDPA kernel (which has to read a materialised mask): small grids (windows) fold
+      the bias into the ``q k^T`` product by appending the row/column bias terms to q and one-hot
+      key coordinates to k; large grids (global blocks) add the two terms to each score block.
     """
 
     def __init__(
@@ -78,6 +91,7 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.use_rel_pos = use_rel_pos
@@ -90,51 +104,66 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, h, w, _ = x.shape
         n = h * w
-        # (B, N, 3C) -> three strided (B, heads, N, head_dim) views; SDPA reads them in place.
         qkv = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        q, k, v = qkv.contiguous().unbind(0)  # each (B, heads, N, head_dim)
         if not self.use_rel_pos:
             out = F.scaled_dot_product_attention(q, k, v)
+        elif x.device.type == "cpu":
+            out = self._attend_cpu(q, k, v, h, w)
         else:
-            out = self._attend_rel_pos(q, k, v, h, w)
+            out = self._attend_sdpa(q, k, v, h, w)
         return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
 
     def _rel_pos_terms(self, q: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
-        """Per-query bias along rows and columns from unscaled queries q (B, heads, N, head_dim).
+        """Row and column bias terms from unscaled queries q (B, heads, N, head_dim).
 
-        Returns (B * heads, h, w, h) and (B * heads, h, w, w): the bias of query (qy, qx) towards
-        key row ky, and towards key column kx.
+        Returns (B, heads, N, h) and (B, heads, N, w): the bias of each query towards key row ky
+        and towards key column kx.
         """
-        b, heads, _, c = q.shape
+        b, heads, n, c = q.shape
         rh = relative_positions(self.rel_pos_h, h, h).to(q.dtype)  # (h, h, c)
         rw = relative_positions(self.rel_pos_w, w, w).to(q.dtype)  # (w, w, c)
         grid_q = q.reshape(b * heads, h, w, c)
-        bias_h = torch.einsum("bhwc,hkc->bhwk", grid_q, rh)
-        bias_w = torch.einsum("bhwc,wkc->bhwk", grid_q, rw)
+        bias_h = torch.einsum("bhwc,hkc->bhwk", grid_q, rh).reshape(b, heads, n, h)
+        bias_w = torch.einsum("bhwc,wkc->bhwk", grid_q, rw).reshape(b, heads, n, w)
         return bias_h, bias_w
 
-    def _attend_rel_pos(self, q: Tensor, k: Tensor, v: Tensor, h: int, w: int) -> Tensor:
-        """Attention with the decomposed bias; (B, heads, N, head_dim) in and out."""
+    def _attend_sdpa(self, q: Tensor, k: Tensor, v: Tensor, h: int, w: int) -> Tensor:
+        """SDPA with the bias materialised as a (B, heads, N, N) additive mask."""
         b, heads, n, _ = q.shape
         bias_h, bias_w = self._rel_pos_terms(q, h, w)
-        bias_h = bias_h.view(b, heads, h, w, h, 1)
-        bias_w = bias_w.view(b, heads, h, w, 1, w)
-        rows = max(1, min(h, _BIAS_CHUNK_ELEMENTS // (b * heads * w * n)))
-        if rows >= h:
-            bias = torch.empty((b, heads, n, n), dtype=q.dtype, device=q.device)
-            torch.add(bias_h, bias_w, out=bias.view(b, heads, h, w, h, w))
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-        bias = torch.empty((b, heads, rows * w, n), dtype=q.dtype, device=q.device)
-        for r0 in range(0, h, rows):
-            r1 = min(h, r0 + rows)
-            chunk = bias[:, :, : (r1 - r0) * w]
-            torch.add(
-                bias_h[:, :, r0:r1], bias_w[:, :, r0:r1], out=chunk.view(b, heads, r1 - r0, w, h, w)
-            )
-            out[:, :, r0 * w : r1 * w] = F.scaled_dot_product_attention(
-                q[:, :, r0 * w : r1 * w], k, v, attn_mask=chunk
-            )
+        mask = torch.empty((b, heads, n, n), dtype=q.dtype, device=q.device)
+        torch.add(
+            bias_h.view(b, heads, n, h, 1), bias_w.view(b, heads, n, 1, w),
+            out=mask.view(b, heads, n, h, w),
+        )
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def _attend_cpu(self, q: Tensor, k: Tensor, v: Tensor, h: int, w: int) -> Tensor:
+        """Blocked ``softmax(q k^T * scale + bias) v``; (B, heads, N, head_dim) in and out."""
+        b, heads, n, c = q.shape
+        bias_h, bias_w = self._rel_pos_terms(q, h, w)
+        fold = h + w <= c  # small grid: fold the bias into the product
+        if fold:
+            q = torch.cat([q * self.scale, bias_h, bias_w], dim=-1)
+            k = torch.cat([k, _one_hot_grid(h, w, k).expand(b, heads, n, h + w)], dim=-1)
+        k_t = k.transpose(-1, -2)
+        out = torch.empty((b, heads, n, c), dtype=q.dtype, device=q.device)
+        per_image = heads * n * n
+        if per_image <= _SCORE_CHUNK_ELEMENTS:  # whole images (e.g. windows) at a time
+            step = max(1, _SCORE_CHUNK_ELEMENTS // per_image)
+            spans = [(slice(i, i + step), slice(None)) for i in range(0, b, step)]
+        else:  # blocks of query rows of one image
+            rows = max(1, _SCORE_CHUNK_ELEMENTS // (heads * n))
+            spans = [(slice(i, i + 1), slice(r, r + rows)) for i in range(b) for r in range(0, n, rows)]
+        for bs, rs in spans:
+            if fold:
+                scores = torch.matmul(q[bs, :, rs], k_t[bs])
+            else:
+                scores = torch.matmul(q[bs, :, rs] * self.scale, k_t[bs])
+                grid = scores.view(scores.shape[0], heads, -1, h, w)
+                grid.add_(bias_h[bs, :, rs, :, None]).add_(bias_w[bs, :, rs, None, :])
+            torch.matmul(torch.softmax(scores, dim=-1), v[bs], out=out[bs, :, rs])
         return out
 
 

@@ -179,13 +179,14 @@ def propagate(
 
 
 # -- segment everything --------------------------------------------------------------------------
-def _batches(plane_shape: tuple[int, int], n_base: int, params: EverythingParams) -> int:
+def _grid_points(plane_shape: tuple[int, int], n_base: int, params: EverythingParams) -> int:
+    """Grid points of one plane over all its regions (tiles or the plane, then crops)."""
     from napari_sam.segment.amg import crop_boxes
 
     total = 0
     for layer, _ in [(0, None)] * n_base + [x for x in crop_boxes(plane_shape, params.crop_n_layers) if x[0]]:
         side = max(1, int(params.points_per_side / params.crop_n_points_downscale_factor**layer))
-        total += math.ceil(side * side / params.batch_size)
+        total += side * side
     return total
 
 
@@ -195,7 +196,7 @@ def _base_regions(seg: Segmenter) -> list[tuple[int, int, int, int]]:
 
 
 def masks_of_plane(
-    seg: Segmenter, idx: Index, params: EverythingParams, cancel: Any, on_batch: Callable[[], None] | None
+    seg: Segmenter, idx: Index, params: EverythingParams, cancel: Any, on_points: Callable[[int], None] | None
 ) -> list[MaskRecord]:
     view = seg.embeddings
     base = _base_regions(seg)
@@ -213,7 +214,7 @@ def masks_of_plane(
         predictor.set_embedding(emb)
         return predictor
 
-    return generate_masks(predictor_for, seg.plane_shape, params, base, cancel, on_batch)
+    return generate_masks(predictor_for, seg.plane_shape, params, base, cancel, on_points)
 
 
 def everything(
@@ -245,12 +246,12 @@ def everything(
         if not isinstance(out, np.ndarray) or out.shape != result_shape:
             raise ValueError(f"out must be a numpy label array of shape {result_shape}")
     indices = [prefix + tail for tail in itertools.product(*(range(s) for s in rest))]
-    total = len(indices) * _batches(seg.plane_shape, len(_base_regions(seg)), params)
+    total = len(indices) * _grid_points(seg.plane_shape, len(_base_regions(seg)), params)
     done = 0
 
-    def on_batch() -> None:
+    def on_points(n: int) -> None:
         nonlocal done
-        done += 1
+        done += n
         report(progress, done, total)
 
     local = np.zeros((len(indices), *seg.plane_shape), dtype=np.uint32)
@@ -258,7 +259,7 @@ def everything(
         check_cancel(cancel, "segment everything")
         if i + 1 < len(indices) and hasattr(seg.embeddings, "prefetch"):
             seg.embeddings.prefetch(indices[i + 1])
-        records = masks_of_plane(seg, idx, params, cancel, on_batch)
+        records = masks_of_plane(seg, idx, params, cancel, on_points)
         local[i] = paint_records(records, seg.plane_shape, max(1, params.min_mask_region_area), max_area_fraction)
     if rest:
         runs = local.reshape(-1, rest[-1], *seg.plane_shape)

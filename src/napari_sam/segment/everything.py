@@ -66,6 +66,12 @@ class EverythingParams:
         Points per side in crop layer i = points_per_side / factor**i.
     min_mask_region_area : int
         If > 0, remove islands and fill holes smaller than this (pixels) in every mask.
+    skip_covered : bool
+        Decode the grid coarse to fine (every 8th point, then every 4th, 2nd, the rest) and skip
+        points that lie inside a mask already kept (the smallest kept mask of each prompt).
+        Such a point would mostly return that mask again, removed as a duplicate by NMS; skipping
+        saves most decoder calls where objects or a uniform background cover the plane. False
+        decodes every grid point, exactly as the paper (and the reference implementation).
     """
 
     points_per_side: int = 32
@@ -79,6 +85,7 @@ class EverythingParams:
     crop_overlap_ratio: float = 512 / 1500
     crop_n_points_downscale_factor: int = 1
     min_mask_region_area: int = 0
+    skip_covered: bool = True
 
     def __post_init__(self) -> None:
         if self.points_per_side < 1:
@@ -127,7 +134,11 @@ class MaskRecord:
 def _decode_batch(
     predictor: Predictor, points: np.ndarray, params: EverythingParams
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """Kept (n, H, W) bool masks (crop frame), (n, 2) stats (iou, stability), (n, 2) points."""
+    """Masks of a batch of single-point prompts that pass the quality filters.
+
+    Returns (n, H, W) bool masks (crop frame), (n, 2) (predicted IoU, stability) and (n,) the
+    index in ``points`` of the prompt each mask came from.
+    """
     model = predictor.model
     coords = predictor.points_to_model(points)[:, None, :]
     labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=coords.device)
@@ -136,22 +147,33 @@ def _decode_batch(
     k = low.shape[1]
     low = low.float().flatten(0, 1)
     iou = iou.float().flatten()
-    pts = np.repeat(points, k, axis=0)
-    keep = iou > params.pred_iou_thresh
-    low, iou, pts = low[keep], iou[keep], pts[keep.cpu().numpy()]
+    which = np.repeat(np.arange(len(points)), k)
+    keep = iou > params.pred_iou_thresh  # before upscaling: rejected masks are never upscaled
+    low, iou, which = low[keep], iou[keep], which[keep.cpu().numpy()]
     h, w = predictor.image_shape
     chunk = max(1, _UPSCALE_BYTES // (4 * max(model.img_size**2, h * w)))
-    masks, stats, kept_pts = [], [], []
+    masks, stats, kept = [], [], []
     for start in range(0, len(low), chunk):
         logits = predictor.upscale(low[start : start + chunk, None])[:, 0]
         stab = stability_score(logits, model.mask_threshold, params.stability_score_offset)
         good = stab >= params.stability_score_thresh
-        masks.append(logits[good] > model.mask_threshold)
-        stats.append(torch.stack([iou[start : start + chunk][good], stab[good]], dim=1))
-        kept_pts.append(pts[start : start + chunk][good.cpu().numpy()])
+        masks.append((logits[good] > model.mask_threshold).cpu())
+        stats.append(torch.stack([iou[start : start + chunk][good], stab[good]], dim=1).cpu())
+        kept.append(which[start : start + chunk][good.cpu().numpy()])
     if not masks:
-        return torch.zeros((0, h, w), dtype=torch.bool), torch.zeros((0, 2)), np.zeros((0, 2))
-    return torch.cat(masks).cpu(), torch.cat(stats).cpu(), np.concatenate(kept_pts)
+        return torch.zeros((0, h, w), dtype=torch.bool), torch.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+    return torch.cat(masks), torch.cat(stats), np.concatenate(kept)
+
+
+def _passes(n_side: int) -> list[np.ndarray]:
+    """Grid point indices split into coarse-to-fine passes: every 8th row and column (centred),
+    then every 4th, 2nd, and the rest. Each point is in exactly one pass."""
+    i, j = np.divmod(np.arange(n_side * n_side), n_side)
+    level = np.full(i.shape, 3)
+    for lv, stride in ((2, 2), (1, 4), (0, 8)):
+        on = (i % stride == stride // 2) & (j % stride == stride // 2)
+        level[on] = lv
+    return [np.flatnonzero(level == lv) for lv in range(4) if (level == lv).any()]
 
 
 def _records_for_crop(
@@ -161,29 +183,47 @@ def _records_for_crop(
     plane_shape: tuple[int, int],
     params: EverythingParams,
     cancel: object,
-    on_batch: Callable[[], None] | None,
+    on_points: Callable[[int], None] | None,
 ) -> list[MaskRecord]:
     ch, cw = crop[2] - crop[0], crop[3] - crop[1]
-    points = point_grid(n_side) * np.array([ch, cw])
+    grid = point_grid(n_side) * np.array([ch, cw])
+    offset = np.array([crop[0], crop[1]])
+    is_whole = crop == (0, 0, *plane_shape)
+    covered = np.zeros((ch, cw), dtype=bool)
     boxes, stats, patches, pts = [], [], [], []
-    for start in range(0, len(points), params.batch_size):
-        check_cancel(cancel, "segment everything")
-        with torch.inference_mode():
-            masks, st, p = _decode_batch(predictor, points[start : start + params.batch_size], params)
-        if on_batch is not None:
-            on_batch()
-        b = masks_to_boxes(masks)
-        b_plane = b + torch.tensor([crop[0], crop[1], crop[0], crop[1]])
-        if crop != (0, 0, *plane_shape):
-            away = ~near_crop_edge(b_plane, crop, plane_shape)
-            masks, st, p, b, b_plane = masks[away], st[away], p[away.numpy()], b[away], b_plane[away]
-        nonempty = masks.flatten(1).any(dim=1)
-        for i in torch.nonzero(nonempty).flatten().tolist():
-            r0, c0, r1, c1 = b[i].tolist()
-            patches.append(masks[i, r0 : r1 + 1, c0 : c1 + 1].numpy().copy())
-            boxes.append(b_plane[i])
-            stats.append(st[i])
-            pts.append(p[i] + np.array([crop[0], crop[1]]))
+    passes = _passes(n_side) if params.skip_covered else [np.arange(len(grid))]
+    for members in passes:
+        if params.skip_covered:
+            rc = np.clip(grid[members].astype(np.int64), 0, [ch - 1, cw - 1])
+            todo = members[~covered[rc[:, 0], rc[:, 1]]]
+            if on_points is not None and len(todo) < len(members):
+                on_points(len(members) - len(todo))
+        else:
+            todo = members
+        for start in range(0, len(todo), params.batch_size):
+            check_cancel(cancel, "segment everything")
+            batch = grid[todo[start : start + params.batch_size]]
+            with torch.inference_mode():
+                masks, st, which = _decode_batch(predictor, batch, params)
+            if on_points is not None:
+                on_points(len(batch))
+            b = masks_to_boxes(masks)
+            b_plane = b + torch.tensor([crop[0], crop[1], crop[0], crop[1]])
+            if not is_whole:
+                away = ~near_crop_edge(b_plane, crop, plane_shape)
+                masks, st, which, b, b_plane = masks[away], st[away], which[away.numpy()], b[away], b_plane[away]
+            areas = masks.flatten(1).sum(dim=1).numpy()
+            smallest: dict[int, int] = {}
+            for i in np.flatnonzero(areas > 0).tolist():
+                r0, c0, r1, c1 = b[i].tolist()
+                patches.append(masks[i, r0 : r1 + 1, c0 : c1 + 1].numpy().copy())
+                boxes.append(b_plane[i])
+                stats.append(st[i])
+                pts.append(batch[which[i]] + offset)
+                if which[i] not in smallest or areas[i] < areas[smallest[which[i]]]:
+                    smallest[which[i]] = i
+            for i in smallest.values():  # the most specific kept mask of each prompt covers
+                covered |= masks[i].numpy()
     if not boxes:
         return []
     box_t = torch.stack(boxes)
@@ -230,7 +270,7 @@ def generate_masks(
     params: EverythingParams,
     base_regions: list[Region] | None = None,
     cancel: object = None,
-    on_batch: Callable[[], None] | None = None,
+    on_points: Callable[[int], None] | None = None,
 ) -> list[MaskRecord]:
     """All masks on one plane.
 
@@ -244,8 +284,8 @@ def generate_masks(
     base_regions : list of (row0, col0, row1, col1), optional
         The layer-0 regions: the whole plane (default) or, for a tiled plane, its tiles.
     cancel : cancel token, optional
-    on_batch : callable, optional
-        Called after each decoder batch (for progress).
+    on_points : callable, optional
+        Called with the number of grid points handled (decoded or skipped), for progress.
 
     Returns
     -------
@@ -258,7 +298,7 @@ def generate_masks(
     for layer, region in regions:
         n_side = max(1, int(params.points_per_side / params.crop_n_points_downscale_factor**layer))
         predictor = predictor_for(region)
-        records.extend(_records_for_crop(predictor, region, n_side, (h, w), params, cancel, on_batch))
+        records.extend(_records_for_crop(predictor, region, n_side, (h, w), params, cancel, on_points))
     if len(regions) > 1 and records:
         boxes = torch.as_tensor(np.stack([r.box for r in records]), dtype=torch.float64)
         areas = torch.tensor([float((r.crop[2] - r.crop[0]) * (r.crop[3] - r.crop[1])) for r in records])

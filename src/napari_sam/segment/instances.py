@@ -57,54 +57,70 @@ def paint_records(
     return labels
 
 
+def _free_instances(target: np.ndarray, scheme: LabelScheme, class_id: int | None, n: int) -> np.ndarray:
+    """``n`` unused instance IDs of ``class_id`` in ``target``: above the largest in use when they
+    fit (IDs are not reused while larger ones exist), else the smallest free ones."""
+    limit = scheme.max_instance(target.dtype)
+    classes, instances = scheme.decode(target)
+    in_class = target > 0
+    if scheme.is_panoptic:
+        in_class &= classes == class_id
+    used = np.unique(instances[in_class])
+    largest = int(used.max()) if used.size else 0
+    if largest + n <= limit:
+        return np.arange(largest + 1, largest + n + 1, dtype=np.int64)
+    free = np.setdiff1d(np.arange(1, min(limit, largest + n) + 1, dtype=np.int64), used)[:n]
+    if len(free) < n:
+        raise LabelSpaceFullError(
+            f"{n} new objects need free instance IDs but only {len(free)} of {limit} are left "
+            f"for this class; use a larger divisor (relabel) or a wider dtype"
+        )
+    return free
+
+
 def write_instances(
     target: np.ndarray,
     labels: np.ndarray,
     scheme: LabelScheme,
     class_id: int | None = None,
     mode: str = "keep",
-    first_instance: int | None = None,
 ) -> dict[int, int]:
     """Write every object of ``labels`` into ``target`` (same shape) with ``write_mask``.
 
     Parameters
     ----------
     target : integer array, written in place
-    labels : integer array of ``target``'s shape; object k becomes instance
-        ``first_instance + k - 1`` of ``class_id``
+    labels : integer array of ``target``'s shape (0 = background); each object gets a new,
+        unused instance ID of ``class_id`` in ``target``, in increasing order of its ID here
     scheme, class_id, mode : as for :func:`napari_sam.labels.write_mask`
-    first_instance : int, optional
-        Default: the next free instance of the class in ``target``.
 
     Returns
     -------
     dict
         ``{object id in labels: label ID written}``.
+
+    Raises
+    ------
+    LabelSpaceFullError
+        Not enough unused instance IDs for the new objects.
     """
     if target.shape != labels.shape:
         raise ValueError(f"target of shape {target.shape} does not match labels of shape {labels.shape}")
-    base = scheme.next_instance(target, class_id) if first_instance is None else int(first_instance)
+    if scheme.is_panoptic:
+        scheme.info(class_id)  # type: ignore[arg-type]  # a clear error for a missing class
     ids = np.unique(labels)
     ids = ids[ids > 0]
     if ids.size == 0:
         return {}
-    top = base + int(ids.max()) - 1
-    if top > scheme.max_instance(target.dtype):
-        raise LabelSpaceFullError(
-            f"{ids.size} new objects need instance IDs up to {top}, above the limit "
-            f"{scheme.max_instance(target.dtype)} of this label scheme; use a larger divisor or a "
-            "wider dtype"
-        )
+    instances = _free_instances(target, scheme, class_id, ids.size)
     written: dict[int, int] = {}
     boxes = ndi.find_objects(labels.astype(np.int64, copy=False), max_label=int(ids.max()))
-    for obj in ids.tolist():
+    for obj, instance in zip(ids.tolist(), instances.tolist()):
         box = boxes[obj - 1]
-        if box is None:
-            continue
         patch = labels[box] == obj
         start = tuple(s.start for s in box)
         written[obj] = write_mask(
             target, patch, scheme, class_id=class_id, mode=mode,  # type: ignore[arg-type]
-            instance_id=base + obj - 1, offset=start,
+            instance_id=instance, offset=start,
         )
     return written

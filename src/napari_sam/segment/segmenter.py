@@ -32,8 +32,10 @@ class Segmenter:
     ----------
     model : Sam
         From :func:`napari_sam.load_model`.
-    stack : array-like
-        (Y, X), (Y, X, 3), (Z, Y, X), (T, Z, Y, X), ...; numpy, dask or zarr (read a plane at a time).
+    stack : array-like or StackEmbeddings
+        (Y, X), (Y, X, 3), (Z, Y, X), (T, Z, Y, X), ...; numpy, dask or zarr (read a plane at a
+        time). Or a view from ``cache.view(stack, ...)`` made with non-default options (tiling,
+        normalisation).
     cache : EmbeddingCache, optional
         Where slice embeddings are kept; default a memory-only cache with the default budget.
         Share one cache between Segmenters (or with a precompute job) to reuse embeddings.
@@ -63,17 +65,23 @@ class Segmenter:
     """
 
     def __init__(self, model: Sam, stack: Any, cache: EmbeddingCache | None = None, channel_axis: int | None = None) -> None:
-        from napari_sam.embeddings import EmbeddingCache
+        from napari_sam.embeddings import EmbeddingCache, StackEmbeddings
 
         if not isinstance(model, Sam):
             raise TypeError(f"model must be a napari_sam Sam model (from load_model), got {type(model).__name__}")
+        if isinstance(stack, StackEmbeddings):  # a view made with custom options (tiling, norm)
+            cache = stack.cache if cache is None else cache
+            if stack.cache is not cache:
+                raise ValueError("the stack view belongs to another cache than the one given")
         if cache is None:
             cache = EmbeddingCache(model)
         elif cache.model is not model:
             raise ValueError("the cache was made for another model; pass EmbeddingCache(model) of this model")
         self.model = model
         self.cache = cache
-        self.embeddings: StackEmbeddings = cache.view(stack, channel_axis=channel_axis)
+        self.embeddings: StackEmbeddings = (
+            stack if isinstance(stack, StackEmbeddings) else cache.view(stack, channel_axis=channel_axis)
+        )
         self.last_logits: dict[Index, np.ndarray] = {}
         self.last_scores: dict[Index, float] = {}
         self.last_report: PropagationReport | None = None
@@ -332,7 +340,7 @@ class Segmenter:
         min_mask_region_area : int
             Remove islands and fill holes under this many pixels; objects left with fewer
             visible pixels are dropped (microscopy default 16: debris of a few pixels).
-        progress, cancel : progress callback (done, total) over decoder batches; cancel token
+        progress, cancel : progress callback (done, total) over grid points; cancel token
         max_area_fraction : float
             Drop masks covering more than this fraction of the slice (the background, the whole
             field); 1.0 keeps all.

@@ -25,26 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from napari_sam._download import _is_cancelled
 from napari_sam.model import Sam
-from napari_sam.preprocess import mask_to_logits, to_model_input
 from napari_sam.training.data import Plane, planes_from_pairs, sample_example
-from napari_sam.training.losses import sam_loss
-from napari_sam.training.prompts import (
-    box_of,
-    interior_point,
-    jitter_box,
-    perturb_mask,
-    random_point,
-    sample_correction,
-)
+from napari_sam.training.recipe import Step, train_step
 
-__all__ = ["TrainConfig", "TrainResult", "export_weights", "save_checkpoint", "train"]
-
-PROMPT_KINDS = ("point", "box", "mask")
-
+__all__ = ["TrainConfig", "TrainResult", "export_weights", "save_checkpoint", "train", "validation_loss"]
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -190,121 +177,28 @@ def _resolve_model(model: Sam | str | os.PathLike[str], device: str | None) -> S
     return load_model(model, device=device, precision="fp32")
 
 
-class _Step:
-    """One training step's prompts and targets for a batch of objects of one image."""
-
-    def __init__(self, model: Sam, image: np.ndarray, masks: np.ndarray, cfg: TrainConfig) -> None:
-        self.model, self.cfg = model, cfg
-        dev = model.device
-        img = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
-        x = to_model_input(img.astype(np.float32), model.img_size)
-        self.input_size = (int(x.shape[-2]), int(x.shape[-1]))
-        self.pixels = model.normalize_and_pad(x.to(dev))
-        self.masks = masks
-        self.scale = (self.input_size[0] / masks.shape[1], self.input_size[1] / masks.shape[2])
-        size = model.img_size
-        he = model.prompt_encoder.image_embedding_size[0]
-        self.low_res = 4 * he
-        self.grid = self.low_res * cfg.loss_upsample
-        self.factor = size / self.grid
-        m = torch.from_numpy(masks.astype(np.float32))[:, None]
-        if self.input_size != masks.shape[1:]:
-            m = F.interpolate(m, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
-        m = F.pad(m, (0, size - self.input_size[1], 0, size - self.input_size[0]))
-        self.target = F.interpolate(m, size=(self.grid, self.grid), mode="area").to(dev)
-        self.target_np = (self.target[:, 0] > 0.5).cpu().numpy()
-        self.valid = np.zeros((self.grid, self.grid), dtype=bool)
-        self.valid[: math.ceil(self.input_size[0] / self.factor), : math.ceil(self.input_size[1] / self.factor)] = True
-
-    def to_model_xy(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """Original-image (row, col) pixels -> model-frame (x, y), as the Predictor maps them."""
-        return np.stack([cols * self.scale[1], rows * self.scale[0]], axis=-1)
-
-    def first_prompt(self, kind: str, rng: np.random.Generator) -> dict[str, Any]:
-        dev, cfg, n = self.model.device, self.cfg, len(self.masks)
-        if kind == "point":
-            pts = [
-                interior_point(m) if rng.random() < cfg.interior_first_prob else random_point(m, rng)
-                for m in self.masks
-            ]
-            rc = np.asarray(pts, dtype=np.float64)
-            xy = self.to_model_xy(rc[:, 0], rc[:, 1])[:, None]
-            return {"coords": torch.as_tensor(xy, dtype=torch.float32, device=dev),
-                    "labels": torch.ones(n, 1, dtype=torch.int64, device=dev)}
-        if kind == "box":
-            boxes = np.stack([
-                jitter_box(box_of(m), rng, m.shape, cfg.box_noise, cfg.box_max_shift) for m in self.masks
-            ])
-            xy0 = self.to_model_xy(boxes[:, 0], boxes[:, 1])
-            xy1 = self.to_model_xy(boxes[:, 2], boxes[:, 3])
-            return {"boxes": torch.as_tensor(np.concatenate([xy0, xy1], 1), dtype=torch.float32, device=dev)}
-        low = (self.low_res, self.low_res)
-        rough = [
-            mask_to_logits(perturb_mask(m, rng), self.model.img_size, low, float(rng.uniform(4, 12)))
-            for m in self.masks
-        ]
-        return {"mask": torch.cat(rough).to(dev)}
-
-    def correction(self, pred: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One click per object from the error region of ``pred`` (B, G, G) on the loss grid:
-        coords (B, 1, 2) model-frame (x, y), labels (B, 1) (-1 where there is no error)."""
-        coords = np.zeros((len(pred), 1, 2), dtype=np.float32)
-        labels = np.full((len(pred), 1), -1, dtype=np.int64)
-        for i, (p, t) in enumerate(zip(pred, self.target_np)):
-            click = sample_correction(p, t, rng, self.cfg.center_click_prob, self.valid)
-            if click is not None:
-                r, c = click.point
-                coords[i, 0] = ((c + 0.5) * self.factor - 0.5, (r + 0.5) * self.factor - 0.5)
-                labels[i, 0] = click.label
-        dev = self.model.device
-        return torch.from_numpy(coords).to(dev), torch.from_numpy(labels).to(dev)
-
-
-def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
-    from napari_sam.devices import autocast_for
-
-    return autocast_for(cfg.precision, device)
-
-
-def _train_step(model: Sam, step: _Step, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-    cfg = step.cfg
-    with _autocast(cfg, model.device):
-        if cfg.freeze_encoder:
-            with torch.no_grad():
-                embedding = model.encode(step.pixels)
-        else:
-            embedding = model.encode(step.pixels)
-    kind = PROMPT_KINDS[int(rng.choice(3, p=np.asarray(cfg.prompt_probs) / sum(cfg.prompt_probs)))]
-    first = step.first_prompt(kind, rng)
-    coords, labels = first.get("coords"), first.get("labels")
-    boxes, mask_in = first.get("boxes"), first.get("mask")
-    total = torch.zeros((), device=model.device)
-    stats: dict[str, float] = {"mask_loss": 0.0, "iou_loss": 0.0}
-    for round_ in range(cfg.iterations):
-        multimask = round_ == 0 and kind == "point"
-        points = (coords, labels) if coords is not None else None
-        with _autocast(cfg, model.device):
-            low, iou_pred = model.decode(embedding, points=points, boxes=boxes, masks=mask_in,
-                                         multimask_output=multimask)
-        up = F.interpolate(low.float(), size=(step.grid, step.grid), mode="bilinear", align_corners=False)
-        out = sam_loss(up, iou_pred.float(), step.target)
-        total = total + out.total
-        stats["mask_loss"] += float(out.mask.detach()) / cfg.iterations
-        stats["iou_loss"] += float(out.iou.detach()) / cfg.iterations
-        chosen = out.best
-        rows = torch.arange(len(chosen), device=chosen.device)
-        iou_now = float(out.actual_iou[rows, chosen].mean())
-        if round_ == 0:
-            stats["iou_first"] = iou_now
-        stats["iou_last"] = iou_now
-        if round_ + 1 == cfg.iterations:
-            break
-        mask_in = low.float()[rows, chosen][:, None].detach()
-        pred = (up[rows, chosen] > 0).detach().cpu().numpy()
-        new_xy, new_lab = step.correction(pred, rng)
-        coords = new_xy if coords is None else torch.cat([coords, new_xy], 1)
-        labels = new_lab if labels is None else torch.cat([labels, new_lab], 1)
-    return total / cfg.iterations, stats
+@torch.no_grad()
+def validation_loss(
+    model: Sam,
+    data: Sequence[tuple[np.ndarray, np.ndarray]] | Sequence[Plane],
+    config: TrainConfig | None = None,
+    n: int = 4,
+    seed: int = 12345,
+) -> float:
+    """Mean training loss on ``n`` fixed examples (the same crops and prompts for the same
+    ``seed``), without updating the model: a validation score comparable between checkpoints."""
+    cfg = config or TrainConfig()
+    planes = list(data) if data and isinstance(data[0], Plane) else planes_from_pairs(data)  # type: ignore[arg-type]
+    losses = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        image, masks = sample_example(
+            planes, rng, max_objects=cfg.objects_per_image, crop_prob=cfg.crop_prob,
+            min_crop=cfg.min_crop, augment=cfg.augment, min_area=cfg.min_object_area,
+        )
+        loss, _ = train_step(model, Step(model, image, masks, cfg), rng)
+        losses.append(float(loss))
+    return float(np.mean(losses))
 
 
 def train(
@@ -411,7 +305,7 @@ def train(
             planes, rng, max_objects=cfg.objects_per_image, crop_prob=cfg.crop_prob,
             min_crop=cfg.min_crop, augment=cfg.augment, min_area=cfg.min_object_area,
         )
-        loss, stats = _train_step(net, _Step(net, image, masks, cfg), rng)
+        loss, stats = train_step(net, Step(net, image, masks, cfg), rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

@@ -1,54 +1,24 @@
-"""Scale-out: the per-slice work of a stack as Dask tasks, locally or on a cluster.
-
-Two jobs run slice by slice:
-
-* :func:`embed_stack` computes every slice's image embedding into a shared embedding cache
-  folder (the one :class:`napari_sam.EmbeddingCache` reads), optionally exported to one zarr store;
-* :func:`segment_everything_stack` segments everything on every slice, then links object IDs
-  through z and writes one label file (TIFF or zarr) with its provenance record.
-
-Where the tasks run (``scheduler``):
-
-* ``None`` or ``"threads"``: Dask's local thread pool (``workers`` threads, default 1);
-* ``"processes"``: a local ``dask.distributed`` cluster of ``workers`` processes on 127.0.0.1;
-* ``"tcp://host:port"``: the scheduler of a running Dask cluster;
-* a ``dask.distributed.Client``.
-
-Each task receives the input path and the model name (never the pixels or the weights): a worker
-loads the model once per process, reads its own planes from the TIFF / zarr input and writes its
-results to files, so a volume larger than memory flows through one plane at a time. On a cluster
-the input, the cache folder and the output must be on a file system every worker sees.
-
-A killed run resumes: finished embeddings are in the cache folder, and every segmented slice is
-recorded by a done-marker in ``<out>.partial/`` (kept until the result is written), so running the
-same command again computes only what is missing.
-"""
+"""The scale-out jobs: embed a stack, segment everything in a stack (client side)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_sam.io import check_writable, combine_signature, open_stack, plane_digest, provenance, write_labels
+from napari_sam.distributed.runner import run_tasks
+from napari_sam.distributed.worker import Job, embed_task, everything_task, load_cached_model, stack_view
+from napari_sam.io import check_writable, combine_signature, open_stack, provenance, write_labels
 
-__all__ = ["RunCancelled", "StackRun", "embed_stack", "segment_everything_stack"]
+__all__ = ["StackRun", "embed_stack", "segment_everything_stack"]
 
 Progress = Callable[[int, int], None]
-_LOCK = threading.Lock()
-_MODELS: dict[tuple[Any, ...], Any] = {}
-_WORKER: dict[tuple[Any, ...], Any] = {}  # Segmenters and stack views, per job
-
-
-class RunCancelled(RuntimeError):
-    """The run was cancelled; finished work is kept and a rerun resumes from it."""
 
 
 @dataclass
@@ -80,177 +50,8 @@ class StackRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _Job:
-    """Everything a worker needs, small and picklable: paths and names, no arrays or weights."""
-
-    source: str
-    key: Any
-    channel: int | None
-    model: str | None
-    device: str | None
-    precision: str | None
-    cache_dir: str | None
-    memory_budget: str
-
-
-# -- worker side -----------------------------------------------------------------------------------
-def _model(job: _Job) -> Any:
-    from napari_sam.weights import load_model
-
-    key = (job.model, job.device, job.precision)
-    with _LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = load_model(job.model, device=job.device, precision=job.precision)
-        return _MODELS[key]
-
-
-def _segmenter(job: _Job) -> Any:
-    """One Segmenter per job and process: the model, cache and stack view are reused by tasks."""
-    return _worker_object(job, "segmenter")
-
-
-def _view(job: _Job) -> Any:
-    """One StackEmbeddings per job and process."""
-    return _worker_object(job, "view")
-
-
-def _worker_object(job: _Job, kind: str) -> Any:
-    from napari_sam.embeddings import EmbeddingCache
-
-    key = (kind, *_key(job))
-    with _LOCK:
-        obj = _WORKER.get(key)
-    if obj is None:
-        model = _model(job)
-        image = open_stack(job.source, job.key, job.channel)
-        cache = EmbeddingCache(model, memory_budget=job.memory_budget, directory=job.cache_dir)
-        if kind == "view":
-            obj = cache.view(image.data, channel_axis=_channel_axis(image))
-        else:
-            from napari_sam.segment import Segmenter
-
-            obj = Segmenter(model, image.data, cache=cache, channel_axis=_channel_axis(image))
-        with _LOCK:
-            obj = _WORKER.setdefault(key, obj)
-    return obj
-
-
-def _key(job: _Job) -> tuple[Any, ...]:
-    stat = os.stat(job.source)
-    return (job, stat.st_mtime_ns, stat.st_size)
-
-
-def _channel_axis(image: Any) -> int | None:
-    return image.data.ndim - 1 if "C" in image.axes else None
-
-
-def _check(cancel: Any) -> None:
-    from napari_sam.segment._util import is_cancelled
-
-    if is_cancelled(cancel):
-        raise RunCancelled("cancelled")
-
-
-def _embed_task(job: _Job, index: tuple[int, ...], cancel: Any = None) -> bool:
-    """Embed one slice into the cache; True if computed, False if it was cached already."""
-    _check(cancel)
-    return _view(job).precompute([index]) > 0
-
-
-def _marker(work: Path, index: tuple[int, ...]) -> Path:
-    return work / "done" / ("_".join(map(str, index)) or "plane")
-
-
-def _everything_task(job: _Job, params: dict[str, Any], work: str, index: tuple[int, ...],
-                     cancel: Any = None) -> dict[str, Any]:
-    """Segment everything on one slice into ``<work>/raw.zarr``; resumable via a done-marker."""
-    import zarr
-
-    marker = _marker(Path(work), index)
-    if marker.is_file():
-        return {**json.loads(marker.read_text()), "reused": True}
-    _check(cancel)
-    seg = _segmenter(job)
-    labels = seg.segment_everything(index=index, **params)
-    raw = zarr.open_array(str(Path(work) / "raw.zarr"), mode="r+")
-    raw[index] = labels
-    digest = plane_digest(np.asarray(seg.embeddings.source.array[index]))
-    info = {"index": list(index), "objects": int(labels.max()), "digest": digest.hex()}
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(info))
-    os.replace(tmp, marker)
-    return {**info, "reused": False}
-
-
-# -- client side -----------------------------------------------------------------------------------
-def _run(
-    func: Callable[..., Any], calls: Sequence[tuple[Any, ...]], scheduler: Any, workers: int | None,
-    progress: Progress | None, cancel: Any,
-) -> list[Any]:
-    """Run ``func(*args)`` for every args tuple as Dask tasks; results in call order."""
-    total = len(calls)
-    if progress is not None:
-        progress(0, total)
-    if scheduler in (None, "threads"):
-        return _run_threads(func, calls, workers, progress, cancel)
-    from distributed import Client, LocalCluster
-
-    if scheduler == "processes":
-        with LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
-                          host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as client:
-            return _run_client(client, func, calls, progress, cancel)
-    if isinstance(scheduler, Client):
-        return _run_client(scheduler, func, calls, progress, cancel)
-    if not isinstance(scheduler, str) or "://" not in scheduler:
-        raise ValueError(
-            f"scheduler {scheduler!r}: use 'threads', 'processes', an address like tcp://host:8786, "
-            "or a dask.distributed.Client"
-        )
-    with Client(scheduler, timeout="30s") as client:
-        return _run_client(client, func, calls, progress, cancel)
-
-
-def _run_threads(func: Callable[..., Any], calls: Sequence[tuple[Any, ...]], workers: int | None,
-                 progress: Progress | None, cancel: Any) -> list[Any]:
-    import dask
-    from dask.callbacks import Callback
-
-    done = [0]
-    tasks = [dask.delayed(func, pure=False)(*args, cancel) for args in calls]
-    names = {t.key for t in tasks}
-
-    def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        if key in names:
-            done[0] += 1
-            if progress is not None:
-                progress(done[0], len(calls))
-
-    with Callback(posttask=posttask):
-        return list(dask.compute(*tasks, scheduler="threads", num_workers=workers or 1))
-
-
-def _run_client(client: Any, func: Callable[..., Any], calls: Sequence[tuple[Any, ...]],
-                progress: Progress | None, cancel: Any) -> list[Any]:
-    from distributed import as_completed
-
-    from napari_sam.segment._util import is_cancelled
-
-    futures = [client.submit(func, *args, pure=False) for args in calls]
-    order = {f.key: i for i, f in enumerate(futures)}
-    results: list[Any] = [None] * len(futures)
-    for done, future in enumerate(as_completed(futures), start=1):
-        results[order[future.key]] = future.result()
-        if progress is not None:
-            progress(done, len(futures))
-        if done < len(futures) and is_cancelled(cancel):
-            client.cancel(futures)
-            raise RunCancelled(f"cancelled after {done} of {len(futures)} slices")
-    return results
-
-
 def _prepare(stack: str | os.PathLike[str], model: Any, key: Any, channel: int | None,
-             device: str | None, precision: str | None, cache_dir: Any, memory_budget: str) -> tuple[_Job, Any]:
+             device: str | None, precision: str | None, cache_dir: Any, memory_budget: str) -> tuple[Job, Any]:
     if not isinstance(model, (str, os.PathLike)) and model is not None:
         raise TypeError("model must be a registered name or a checkpoint path: workers load it themselves")
     image = open_stack(stack, key, channel)  # checks the input before any task starts
@@ -259,7 +60,7 @@ def _prepare(stack: str | os.PathLike[str], model: Any, key: Any, channel: int |
     model_ref = None if model is None else str(model)
     if model_ref is not None and Path(model_ref).expanduser().is_file():
         model_ref = str(Path(model_ref).expanduser().resolve())
-    job = _Job(str(Path(stack).expanduser().resolve()), key, channel, model_ref, device, precision,
+    job = Job(str(Path(stack).expanduser().resolve()), key, channel, model_ref, device, precision,
                None if cache_dir is None else str(Path(cache_dir).expanduser().resolve()), str(memory_budget))
     return job, image
 
@@ -323,12 +124,12 @@ def embed_stack(
             raise FileExistsError(f"{export} exists; choose another name or pass --overwrite")
     job, image = _prepare(stack, model, key, channel, device, precision, cache_dir, memory_budget)
     indices = _indices(image)
-    flags = _run(_embed_task, [(job, i) for i in indices], scheduler, workers, progress, cancel)
+    flags = run_tasks(embed_task, [(job, i) for i in indices], scheduler, workers, progress, cancel)
     run = StackRun(Path(str(job.cache_dir)), len(indices), sum(flags), len(flags) - sum(flags))
     if export is not None:
         if export.exists():
             shutil.rmtree(export)
-        _view(job).export_zarr(export, cancel=cancel)
+        stack_view(job).export_zarr(export, cancel=cancel)
         run.path = export
     return run
 
@@ -440,7 +241,7 @@ def segment_everything_stack(
     if not raw_path.exists():
         chunks = (1,) * (len(spatial) - 2) + spatial[-2:]
         zarr.open_array(str(raw_path), mode="w", shape=spatial, chunks=chunks, dtype="uint32")
-    infos = _run(_everything_task, [(job, params, str(work), i) for i in indices], scheduler, workers,
+    infos = run_tasks(everything_task, [(job, params, str(work), i) for i in indices], scheduler, workers,
                  progress, cancel)
     signature = combine_signature(image.shape, image.data.dtype, [bytes.fromhex(i["digest"]) for i in infos])
     raw = zarr.open_array(str(raw_path), mode="r")
@@ -460,6 +261,6 @@ def segment_everything_stack(
     return StackRun(out, len(indices), len(indices) - reused, reused, objects, signature)
 
 
-def _model_record(job: _Job) -> dict[str, Any]:
-    model = _model(job)
+def _model_record(job: Job) -> dict[str, Any]:
+    model = load_cached_model(job)
     return provenance(model, {}, None, None)["model"]

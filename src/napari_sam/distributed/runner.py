@@ -1,0 +1,83 @@
+"""Running per-slice tasks with Dask: the local thread pool, a local cluster, or a remote one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from napari_sam.distributed.worker import RunCancelled
+
+__all__ = ["run_tasks"]
+
+Progress = Callable[[int, int], None]
+
+
+def run_tasks(
+    func: Callable[..., Any], calls: Sequence[tuple[Any, ...]], scheduler: Any, workers: int | None,
+    progress: Progress | None, cancel: Any,
+) -> list[Any]:
+    """Run ``func(*args)`` for every args tuple as Dask tasks; results in call order."""
+    total = len(calls)
+    if progress is not None:
+        progress(0, total)
+    if scheduler in (None, "threads"):
+        return _run_threads(func, calls, workers, progress, cancel)
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as err:
+        from napari_sam._download import MissingDependencyError
+
+        raise MissingDependencyError(
+            f"scheduler {scheduler!r} needs dask.distributed: pip install distributed"
+        ) from err
+    if scheduler == "processes":
+        with LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
+                          host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as client:
+            return _run_client(client, func, calls, progress, cancel)
+    if isinstance(scheduler, Client):
+        return _run_client(scheduler, func, calls, progress, cancel)
+    if not isinstance(scheduler, str) or "://" not in scheduler:
+        raise ValueError(
+            f"scheduler {scheduler!r}: use 'threads', 'processes', an address like tcp://host:8786, "
+            "or a dask.distributed.Client"
+        )
+    with Client(scheduler, timeout="30s") as client:
+        return _run_client(client, func, calls, progress, cancel)
+
+
+def _run_threads(func: Callable[..., Any], calls: Sequence[tuple[Any, ...]], workers: int | None,
+                 progress: Progress | None, cancel: Any) -> list[Any]:
+    import dask
+    from dask.callbacks import Callback
+
+    done = [0]
+    tasks = [dask.delayed(func, pure=False)(*args, cancel) for args in calls]
+    names = {t.key for t in tasks}
+
+    def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        if key in names:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], len(calls))
+
+    with Callback(posttask=posttask):
+        return list(dask.compute(*tasks, scheduler="threads", num_workers=workers or 1))
+
+
+def _run_client(client: Any, func: Callable[..., Any], calls: Sequence[tuple[Any, ...]],
+                progress: Progress | None, cancel: Any) -> list[Any]:
+    from distributed import as_completed
+
+    from napari_sam.segment._util import is_cancelled
+
+    futures = [client.submit(func, *args, pure=False) for args in calls]
+    order = {f.key: i for i, f in enumerate(futures)}
+    results: list[Any] = [None] * len(futures)
+    for done, future in enumerate(as_completed(futures), start=1):
+        results[order[future.key]] = future.result()
+        if progress is not None:
+            progress(done, len(futures))
+        if done < len(futures) and is_cancelled(cancel):
+            client.cancel(futures)
+            raise RunCancelled(f"cancelled after {done} of {len(futures)} slices")
+    return results

@@ -1,0 +1,118 @@
+"""The training loop on tiny synthetic pairs with a tiny SAM: learning, checkpoints, resume."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_sam.model import Sam
+from napari_sam.training.data import DataError, planes_from_pairs
+from napari_sam.training.trainer import TrainConfig, export_weights, train, validation_loss
+from napari_sam.weights import load_model
+
+FAST = dict(lr=3e-3, warmup_steps=3, objects_per_image=4, iterations=2, min_crop=64, checkpoint_every=1000)
+
+
+def test_a_few_steps_reduce_the_loss_and_write_a_loadable_checkpoint(
+    tiny_model: Sam, tiny_pairs: list, tmp_path: Path
+) -> None:
+    planes = planes_from_pairs(tiny_pairs)
+    cfg = TrainConfig(steps=30, **FAST)
+    before = validation_loss(tiny_model, planes, cfg, n=3)
+    steps_seen: list[int] = []
+    result = train(tiny_model, planes, tmp_path / "ckpt.pt", config=cfg,
+                   progress=lambda done, total: steps_seen.append(done))
+    after = validation_loss(result.model, planes, cfg, n=3)
+    print(f"validation loss {before:.3f} -> {after:.3f}")
+    assert after < 0.8 * before
+    assert steps_seen == list(range(1, 31)) and result.steps == 30 and not result.cancelled
+    assert {"loss", "mask_loss", "iou_loss", "iou_first", "iou_last", "lr"} <= set(result.history[0])
+
+    loaded = load_model(tmp_path / "ckpt.pt", precision="fp32")
+    assert loaded.config == tiny_model.config
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_frozen_encoder_is_unchanged(tiny_model: Sam, tiny_pairs: list, tmp_path: Path) -> None:
+    encoder_before = {k: v.clone() for k, v in tiny_model.image_encoder.state_dict().items()}
+    decoder_before = {k: v.clone() for k, v in tiny_model.mask_decoder.state_dict().items()}
+    result = train(tiny_model, tiny_pairs, tmp_path / "f.pt", config=TrainConfig(steps=3, freeze_encoder=True, **FAST))
+    for k, v in result.model.image_encoder.state_dict().items():
+        assert torch.equal(v, encoder_before[k]), k
+    assert any(not torch.equal(v, decoder_before[k]) for k, v in result.model.mask_decoder.state_dict().items())
+
+
+def test_resume_continues_where_the_checkpoint_stopped(tiny_model: Sam, tiny_pairs: list, tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt.pt"
+    cfg = TrainConfig(steps=6, **FAST)
+    stop = threading.Event()
+    first = train(tiny_model, tiny_pairs, ckpt, config=cfg, cancel=stop,
+                  progress=lambda done, total: stop.set() if done == 4 else None)
+    assert first.cancelled and first.steps == 4
+    resumed = train("ignored-when-resuming", tiny_pairs, tmp_path / "next.pt", config=cfg, resume=ckpt)
+    assert resumed.steps == 6
+    assert [h["step"] for h in resumed.history] == [5, 6]
+    state = torch.load(tmp_path / "next.pt", weights_only=True)["train_state"]
+    assert state["step"] == 6 and state["config"]["steps"] == 6
+
+    # the same 6 steps in one go give the same weights (per-step randomness is (seed, step))
+    straight = train(_fresh(), tiny_pairs, tmp_path / "straight.pt", config=cfg)
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+
+
+def _fresh() -> Sam:
+    from conftest import TINY  # type: ignore[import-not-found]
+
+    from napari_sam.model import build_sam
+
+    torch.manual_seed(0)
+    return build_sam(TINY)
+
+
+def test_cancel_stops_and_still_writes_a_checkpoint(tiny_model: Sam, tiny_pairs: list, tmp_path: Path) -> None:
+    event = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        if done == 2:
+            event.set()
+
+    result = train(tiny_model, tiny_pairs, tmp_path / "c.pt", config=TrainConfig(steps=50, **FAST),
+                   progress=progress, cancel=event)
+    assert result.cancelled and result.steps == 2
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["train_state"]["step"] == 2
+
+
+def test_half_precision_export_loads_as_float32(tiny_model: Sam, tmp_path: Path) -> None:
+    digest = export_weights(tiny_model, tmp_path / "w.pt")
+    assert (tmp_path / "w.sha256").read_text().split()[0] == digest
+    raw = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert set(raw) == {"model", "config"}
+    assert raw["model"]["image_encoder.pos_embed"].dtype == torch.float16
+    loaded = load_model(tmp_path / "w.pt", precision="fp32")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    x = torch.rand(1, 3, 128, 128) * 255
+    with torch.no_grad():
+        a = tiny_model.encode(tiny_model.normalize_and_pad(x))
+        b = loaded.encode(loaded.normalize_and_pad(x))
+    assert torch.allclose(a, b, atol=2e-2 * float(a.abs().max()))
+
+
+def test_bad_data_and_config_are_value_errors(tiny_model: Sam, tmp_path: Path) -> None:
+    image = np.zeros((32, 32), np.uint16)
+    with pytest.raises(DataError, match="does not match"):
+        train(tiny_model, [(image, np.zeros((16, 16), np.uint32))], tmp_path / "x.pt")
+    with pytest.raises(DataError, match="no training plane"):
+        train(tiny_model, [(image, np.zeros((32, 32), np.uint32))], tmp_path / "x.pt")
+    with pytest.raises(DataError, match="integer"):
+        train(tiny_model, [(image, np.zeros((32, 32), np.float32))], tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="prompt_probs"):
+        TrainConfig(prompt_probs=(0, 0, 0))
+    with pytest.raises(ValueError, match="no training state"):
+        export_weights(tiny_model, tmp_path / "w.pt")
+        train(tiny_model, [], tmp_path / "y.pt", resume=tmp_path / "w.pt")
