@@ -212,3 +212,43 @@ def test_installed_script_end_to_end(tmp_path, data, model_path):
         f"napari-sam: error: {out} exists; choose another name or pass --overwrite"
     ]
     assert json.loads((tmp_path / "mask.json").read_text())["napari_sam"]["record"]["params"]["command"] == "segment"
+
+
+# -- train, eval, demo --------------------------------------------------------------------------
+def test_train_then_evaluate(capsys, tmp_path, model_path):
+    out = tmp_path / "fine.pt"
+    code, stdout, err = run(capsys, "train", "--synthetic", 1, "--steps", 1, "--model", model_path,
+                            "--out", out, "-q")
+    assert code == 0, err
+    assert "trained 1 step(s)" in stdout and out.is_file()
+    code, stdout, _ = run(capsys, "eval", "--synthetic", 1, "--max-objects", 2, "--model", out, "--baseline", "-q")
+    assert code == 0
+    table = [line for line in stdout.splitlines() if line.startswith("|")]
+    assert table[0].startswith("| method | images | objects | 1 click") and len(table) == 4
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--synthetic", "1", "--images", "x"], "not both"),
+        ([], "give --images and --labels"),
+        (["--images", "{a}", "--labels", "{two}"], "1 image(s) but 2 label file(s)"),
+    ],
+)
+def test_train_data_mistakes(capsys, tmp_path, data, model_path, extra, message):
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("l1.tif", "l2.tif"):
+        shutil.copy(data / "cells.tif", two / name)
+    argv = [e.format(a=data / "cells.tif", two=two) for e in extra]
+    code, _, err = run(capsys, "train", *argv, "--model", model_path, "--out", tmp_path / "m.pt", "-q")
+    assert_one_error_line(code, err, 2, message)
+
+
+def test_demo_writes_its_files_and_protects_them(capsys, tmp_path, model_path):
+    out = tmp_path / "demo"
+    code, stdout, _ = run(capsys, "demo", "--out", out, "--model", model_path, "-q")
+    assert code == 0 and "segmented" in stdout and "napari-sam segment" in stdout
+    assert {p.name for p in out.iterdir()} >= {"image.tif", "labels.tif", "points.csv", "overlay.png"}
+    code, _, err = run(capsys, "demo", "--out", out, "--model", model_path, "-q")
+    assert_one_error_line(code, err, 1, "not empty")

@@ -87,6 +87,21 @@ def test_segment_everything_on_a_slice_and_the_stack(sam_widget, stack_3d) -> No
     np.testing.assert_array_equal(layer.data, before)
 
 
+def test_neighbouring_slices_are_encoded_while_idle(sam_widget, stack_3d, qtbot) -> None:
+    stack, _ = stack_3d
+    viewer, widget = sam_widget(stack)
+    viewer.dims.set_current_step(0, 6)
+
+    def neighbours_ready() -> bool:
+        session = widget.engine.current_session()
+        return session is not None and all(session.is_ready((z,)) for z in (4, 5, 6, 7, 8))
+
+    qtbot.waitUntil(neighbours_ready, timeout=60_000)
+    session = widget.engine.current_session()
+    assert not session.is_ready((0,))  # only the neighbourhood, not the whole stack
+    assert "slice 6" in widget.panels.status.text()
+
+
 def test_cancel_stops_a_precompute(sam_widget, stack_3d) -> None:
     stack, _ = stack_3d
     viewer, widget = sam_widget(stack)
@@ -123,3 +138,28 @@ def test_event_loop_keeps_ticking_during_a_3d_precompute(sam_widget, stack_3d, r
     record_property("longest_event_loop_stall_ms", round(longest_ms, 1))
     print(f"\nlongest event-loop stall during precompute: {longest_ms:.1f} ms over {len(ticks)} ticks")
     assert longest_ms < 500  # target < 100 ms; CI machines are noisy
+
+
+def test_rgb_and_4d_images(sam_widget, image_2d, stack_3d) -> None:
+    image, truth = image_2d
+    rgb = np.repeat((image / image.max() * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    viewer, widget = sam_widget(rgb, rgb=True)
+    assert widget.spec.labels_shape == image.shape
+    widget.points_layer.add(object_centre(truth, 1))
+    assert widget.commit() == 1001
+    assert widget.labels_layer.data.shape == image.shape
+
+    stack, struth = stack_3d
+    timelapse = viewer.add_image(np.stack([stack, stack[:, ::-1]]), name="t,z")
+    widget.image_layer = timelapse
+    viewer.dims.set_current_step(0, 1)
+    viewer.dims.set_current_step(1, 4)
+    assert widget.current_index() == (1, 4)
+    widget.points_layer.add([1, 4, 48, 48])
+    widget.wait()
+    preview = widget.preview_layer.data
+    assert preview.shape == (2, *stack.shape)
+    assert preview[1, 4].any() and not preview[0].any()
+    label_id = widget.commit()
+    assert widget.labels_layer.data.shape == (2, *stack.shape)  # a new target for the new shape
+    assert np.flatnonzero(widget.labels_layer.data.reshape(-1) == label_id).size > 0

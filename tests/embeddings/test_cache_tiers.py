@@ -178,3 +178,16 @@ def test_weights_changed_in_place_need_a_refreshed_key(encoder) -> None:
         tuned.image_encoder.patch_embed.proj.weight.mul_(1.1)  # fine-tuning in place
     cache.refresh_model_key()
     assert not view.is_cached(0)
+
+
+def test_cache_folder_removed_while_running_is_recreated(model, encoder, tmp_path) -> None:
+    import shutil
+
+    cache = EmbeddingCache(model, directory=tmp_path / "cache")
+    view = cache.view(_stack())
+    view.get(0)
+    shutil.rmtree(tmp_path / "cache")  # the user cleared the cache folder
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        view.get(1)
+    assert len(_files(tmp_path / "cache")) == 1

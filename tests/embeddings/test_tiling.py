@@ -49,6 +49,9 @@ def test_point_is_routed_to_the_tile_whose_core_holds_it(model, encoder, big_pla
     assert predictor.image_shape == (256, 256) and encoder.images == 1  # only that tile was encoded
     pred = predictor.predict(points=point - [dr, dc], point_labels=[1])
     assert pred.masks.shape == (3, 256, 256)
+    full = view.place_in_plane(pred.masks[0], (dr, dc))
+    assert full.shape == (3000, 3000) and full.sum() == pred.masks[0].sum()
+    assert np.array_equal(full[dr : dr + 256, dc : dc + 256], pred.masks[0])
     # the tile's embedding is exactly that of the cropped tile with the stack's normalisation
     reference = Predictor(model)
     reference.set_image(big_plane[dr : dr + 256, dc : dc + 256], norm=view.norm)
@@ -91,6 +94,9 @@ def test_tiles_are_cached_one_by_one(model, encoder) -> None:
     touched = sum(t[0] <= 10 < t[2] and t[1] <= 300 < t[3] for t in view.tiles(()))
     assert not view.is_cached(())
     assert view.precompute() == touched and encoder.images == n + touched
+    plane[590, 590] = (int(plane[590, 590]) + 2000) % 4000
+    view.ensure(())  # what a GUI "encode this slice" calls: every tile, tiled or not
+    assert view.is_cached(()) and encoder.images == n + touched + 1
 
 
 def test_untiled_plane_has_zero_offset(model) -> None:

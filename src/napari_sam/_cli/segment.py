@@ -22,11 +22,14 @@ Segment objects from prompts and write them as a label image (TIFF or zarr) with
 scheme and a record of the model and parameters. Coordinates are napari's: (row, col) in
 pixels, z = slice index; boxes are (min_row, min_col, max_row, max_col).
 
-Prompts on the command line (--point / --negative / --box) form object 1 (on slice --z for a
-stack). Prompt files add more objects: CSV with columns z,row,col,label[,object] (points) or
+Prompts on the command line (--point / --negative / --box) form one object (on slice --z for
+a stack). Prompt files add more objects: CSV with columns z,row,col,label[,object] (points) or
 z,min_row,min_col,max_row,max_col[,object] (boxes), the same as JSON
-({"points": [...], "boxes": [...]}), or a napari Points / Shapes layer saved as CSV.
-On a stack, --propagate follows each object through the slices from the one it was prompted on.
+({"points": [...], "boxes": [...]}), or a napari Points / Shapes layer saved as CSV. Rows with
+the same object value form one object; without it, every box and every positive point is an
+object of its own (negative points then apply to the objects on their slice). The object value
+is the label ID in the output. On a stack, --propagate follows each object through the slices
+from the one it was prompted on.
 
 examples:
   napari-sam segment cells.tif --point 120 85 --out cells_mask.tif

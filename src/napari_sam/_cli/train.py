@@ -66,7 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_options(e)
     e.set_defaults(func=run_eval)
 
-    d = sub.add_parser("demo", help="a guided demonstration on synthetic data",
+    d = sub.add_parser("demo", help="an offline demonstration on synthetic data",
                        description=DEMO_DESCRIPTION, formatter_class=fmt)
     d.add_argument("--out", "-o", default="napari-sam-demo", help="folder for the demo files")
     d.add_argument("--overwrite", action="store_true", help="write into a folder that has files")

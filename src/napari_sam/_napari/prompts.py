@@ -10,7 +10,7 @@ tested without a viewer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -238,9 +238,6 @@ class PromptLayers:
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self.points = self.boxes = self.preview = None
-
-    def layers(self) -> Iterator[Any]:
-        yield from (x for x in (self.points, self.boxes, self.preview) if x is not None)
 
     def alive(self, layer: Any) -> bool:
         """True if ``layer`` exists and is still in the viewer (the user may delete it)."""

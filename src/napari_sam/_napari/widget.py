@@ -5,10 +5,11 @@
 >>> widget = napari_sam.SamWidget(viewer)
 >>> viewer.window.add_dock_widget(widget, name="Segment Anything")
 >>> widget.points_layer.add([120, 80])          # a positive click, as with the mouse
->>> widget.wait(); widget.commit()              # -> the new label ID
+>>> widget.commit()                             # -> the new label ID, e.g. 1001
 
-This module wires the parts together; behaviour lives in :mod:`.workflow`, layers in
-:mod:`.prompts`, the engine adapter in :mod:`.session`.
+This module composes the parts: behaviour is in :mod:`.workflow`, prompt layers in
+:mod:`.prompts`, the target layer in :mod:`.labels_target`, the model in :mod:`.model_picker`,
+the engine adapter in :mod:`.session`, background work in :mod:`.tasks`.
 """
 
 from __future__ import annotations
@@ -19,19 +20,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
-from qtpy.QtWidgets import QFileDialog, QFrame, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent
+from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
-from napari_sam._napari.class_table import ClassTable, default_scheme
-from napari_sam._napari.controls import KEYS, LOAD_FROM_FILE, Panels
+from napari_sam._napari.class_table import ClassTable
+from napari_sam._napari.controls import KEYS, Panels
+from napari_sam._napari.labels_target import LabelsTarget, is_target_candidate
+from napari_sam._napari.model_picker import ModelPicker
 from napari_sam._napari.prompts import PromptLayers, is_prompt_layer
 from napari_sam._napari.session import EngineState, ImageSpec, Index
 from napari_sam._napari.tasks import TaskRunner
 from napari_sam._napari.workflow import LONG_KINDS, Workflow
-from napari_sam.labels import LabelMetadataError, LabelScheme, colormap_dict, from_metadata, to_metadata
+from napari_sam.labels import LabelScheme
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
     import napari.viewer
+
+
+def is_image_candidate(layer: Any) -> bool:
+    return isinstance(layer, Image) and not is_prompt_layer(layer)
 
 
 class SamWidget(QWidget):
@@ -56,12 +64,11 @@ class SamWidget(QWidget):
         self.prompts: PromptLayers | None = None
         self.spec: ImageSpec | None = None
         self._image: Image | None = None
-        self._labels: Labels | None = None
-        self._new_scheme = default_scheme()
-        self._known_ids: set[int] = set()
+        self._docked = False
+        self._closed = False
         self.flow = Workflow(self)
         inner = QWidget()
-        self.panels = Panels(inner, self.viewer, self._image_ok, self._labels_ok)
+        self.panels = Panels(inner, self.viewer, is_image_candidate, is_target_candidate)
         scroll = QScrollArea()
         scroll.setWidget(inner)
         scroll.setWidgetResizable(True)
@@ -71,19 +78,26 @@ class SamWidget(QWidget):
         outer.addWidget(scroll)
         self.class_table = ClassTable()
         self.panels.classes_box.layout().addWidget(self.class_table)
-        self._populate_models()
+        self.target = LabelsTarget(
+            self.viewer, self.panels.target, self.class_table,
+            lambda: None if self.spec is None else self.spec.labels_shape,
+        )
+        self.models = ModelPicker(
+            self, self.panels.model, self.panels.model_info, self.engine, self.runner,
+            before_change=self._before_model_change, after_load=self.flow.prompts_changed,
+        )
+        self.models.default()
         self._connect()
-        self.engine.configure(model_name=self.panels.model.currentData())
         active = self.viewer.layers.selection.active
-        self._set_image(active if self._image_ok(active) else self.panels.image.layer)
+        self._set_image(active if is_image_candidate(active) else self.panels.image.layer)
 
     # -- wiring ------------------------------------------------------------------------------
     def _connect(self) -> None:
         p = self.panels
-        p.model.activated.connect(self._model_chosen)
+        p.model.activated.connect(self._guard(self.models.chosen, pass_args=True))
         p.image.layer_changed.connect(self._guard(self._set_image, pass_args=True))
         p.channel_axis.activated.connect(lambda _: self._set_image(self._image, force=True))
-        p.target.layer_changed.connect(self._guard(self._set_target, pass_args=True))
+        p.target.layer_changed.connect(self._guard(self.target.chosen, pass_args=True))
         p.negative.toggled.connect(self._set_negative)
         p.commit.clicked.connect(self._guard(self.commit))
         p.clear.clicked.connect(self._guard(self.clear_prompts))
@@ -95,7 +109,6 @@ class SamWidget(QWidget):
             self._guard(lambda: self.segment_everything(p.everything_scope.currentIndex() == 1))
         )
         p.cancel.clicked.connect(self.cancel)
-        self.class_table.scheme_changed.connect(self._scheme_edited)
         self.runner.progress.connect(self._progress)
         self.runner.activity.connect(self._activity)
         self.runner.message.connect(self.set_status)
@@ -131,14 +144,7 @@ class SamWidget(QWidget):
             KEYS["propagate"]: lambda _layer: self._guard(self.propagate)(),
         }
 
-    # -- layers ------------------------------------------------------------------------------
-    @staticmethod
-    def _image_ok(layer: Any) -> bool:
-        return isinstance(layer, Image) and not is_prompt_layer(layer)
-
-    def _labels_ok(self, layer: Any) -> bool:
-        return isinstance(layer, Labels) and not is_prompt_layer(layer)
-
+    # -- image and prompt layers -------------------------------------------------------------
     @property
     def image_layer(self) -> Image | None:
         """The image being segmented (settable to any Image layer of the viewer)."""
@@ -146,12 +152,12 @@ class SamWidget(QWidget):
 
     @image_layer.setter
     def image_layer(self, layer: Image | None) -> None:
-        if layer is not None and (not self._image_ok(layer) or layer not in self.viewer.layers):
+        if layer is not None and (not is_image_candidate(layer) or layer not in self.viewer.layers):
             raise TypeError(f"image_layer must be an Image layer of this viewer, got {layer!r}")
         self._set_image(layer)
 
     def _set_image(self, layer: Image | None, force: bool = False) -> None:
-        if layer is self._image and not force:
+        if (layer is self._image and not force) or self._closed:
             return
         self.runner.cancel()
         self.flow.reset()
@@ -161,12 +167,12 @@ class SamWidget(QWidget):
         if layer is not self._image:
             self._fill_channel_axes(layer)
         self._image = layer
-        self.panels.image.set_layer(layer) if layer is not None else None
         if layer is None:
             self.spec = None
             self.engine.configure(image=None)
             self.set_status("choose an image layer")
             return
+        self.panels.image.set_layer(layer)
         data = layer.data[0] if layer.multiscale else layer.data
         axis = self.panels.channel_axis.currentData()
         self.spec = ImageSpec(data, rgb=bool(layer.rgb), channel_axis=axis, name=layer.name)
@@ -176,14 +182,9 @@ class SamWidget(QWidget):
         self.prompts.ensure()
         self.prompts.negative = self.panels.negative.isChecked()
         self.viewer.layers.selection.active = self.prompts.points
-        stack = self.spec.index_shape
-        self.panels.stack_box.setEnabled(bool(stack))
-        for box in (self.panels.z_start, self.panels.z_stop):
-            box.setRange(0, max(0, (stack[-1] if stack else 1) - 1))
-        self.panels.z_start.setValue(0)
-        self.panels.z_stop.setValue(self.panels.z_stop.maximum())
-        if self._labels is not None and self._labels.data.shape != self.spec.labels_shape:
-            self.labels_layer = None
+        self._fill_z_range(self.spec.index_shape)
+        if self.target.layer is not None and self.target.layer.data.shape != self.spec.labels_shape:
+            self.target.set(None)
         self.set_status(f"{layer.name}: click an object (points layer selected)")
         self.flow.idle.start()
 
@@ -193,6 +194,15 @@ class SamWidget(QWidget):
         box.addItem("none", None)
         if layer is not None and not layer.rgb and layer.ndim >= 3:
             box.addItem("0", 0)
+
+    def _fill_z_range(self, index_shape: tuple[int, ...]) -> None:
+        p = self.panels
+        p.stack_box.setEnabled(bool(index_shape))
+        top = max(0, (index_shape[-1] if index_shape else 1) - 1)
+        for box in (p.z_start, p.z_stop):
+            box.setRange(0, top)
+        p.z_start.setValue(0)
+        p.z_stop.setValue(top)
 
     def _ensure_prompts(self) -> PromptLayers:
         if self.prompts is None:
@@ -215,165 +225,50 @@ class SamWidget(QWidget):
         """The Labels layer showing the current object (value 1) before it is committed."""
         return self._ensure_prompts().preview
 
+    def _layer_removed(self, event: Any) -> None:
+        layer = event.value
+        self.target.removed(layer)
+        if self.prompts is not None and layer in (self.prompts.points, self.prompts.boxes):
+            self.flow.prompts_changed()  # its prompts are gone
+
+    # -- target labels -----------------------------------------------------------------------
     @property
     def labels_layer(self) -> Labels | None:
         """The target Labels layer; None until the first commit when "new" is chosen."""
-        return self._labels
+        return self.target.layer
 
     @labels_layer.setter
     def labels_layer(self, layer: Labels | None) -> None:
-        if layer is not None:
-            if not self._labels_ok(layer) or layer not in self.viewer.layers:
-                raise TypeError(f"labels_layer must be a Labels layer of this viewer, got {layer!r}")
-            if self.spec is not None and layer.data.shape != self.spec.labels_shape:
-                raise ValueError(
-                    f"labels layer {layer.name!r} has shape {layer.data.shape}; the image needs "
-                    f"{self.spec.labels_shape}"
-                )
-        self.panels.target.set_layer(layer)
-        self._set_target(layer)
-
-    def _set_target(self, layer: Labels | None) -> None:
-        if layer is not None and self.spec is not None and layer.data.shape != self.spec.labels_shape:
-            self.panels.target.set_layer(self._labels)
-            raise ValueError(
-                f"labels layer {layer.name!r} has shape {layer.data.shape}, not {self.spec.labels_shape}"
-            )
-        self._labels = layer
-        if layer is None:
-            self.class_table.set_scheme(self._new_scheme)
-            return
-        has_labels = bool(np.any(np.asarray(layer.data)))
-        try:
-            scheme = from_metadata(layer.metadata)
-        except LabelMetadataError:
-            scheme = LabelScheme() if has_labels else self.class_table.scheme
-        self.class_table.set_scheme(scheme, locked=has_labels)
-        self._known_ids = set(int(i) for i in np.unique(np.asarray(layer.data)))
-        self._store_scheme()
+        self.target.set(layer)
 
     def ensure_labels_layer(self) -> Labels:
         """The target layer, created (with the class table's scheme) if "new" is chosen."""
-        if self._labels is not None and self._labels in self.viewer.layers:
-            return self._labels
         if self.spec is None or self._image is None:
             raise ValueError("choose an image layer first")
-        scale = list(self._image.scale)
-        translate = list(self._image.translate)
-        if self.spec.channel_axis is not None:
-            del scale[self.spec.channel_axis], translate[self.spec.channel_axis]
-        layer = self.viewer.add_labels(
-            np.zeros(self.spec.labels_shape, dtype=np.uint32),
-            name=f"{self._image.name} labels",
-            scale=scale,
-            translate=translate,
-            metadata={"napari_sam": to_metadata(self.class_table.scheme)},
-        )
-        self.labels_layer = layer
-        return layer
+        return self.target.ensure(self._image, self.spec.labels_shape, self.spec.channel_axis)
 
     @property
     def scheme(self) -> LabelScheme:
         """The label scheme of the target layer (or of the layer "new" will create)."""
-        return self.class_table.scheme
-
-    def _scheme_edited(self, scheme: LabelScheme) -> None:
-        if self._labels is None:
-            self._new_scheme = scheme
-        self._store_scheme()
-
-    def _store_scheme(self) -> None:
-        if self._labels is None:
-            return
-        scheme = self.class_table.scheme
-        self._labels.metadata = {**self._labels.metadata, "napari_sam": to_metadata(scheme)}
-        if scheme.is_panoptic:
-            from napari.utils.colormaps import DirectLabelColormap
-
-            colours = colormap_dict(scheme, sorted(self._known_ids))
-            self._labels.colormap = DirectLabelColormap(color_dict=colours)
+        return self.target.scheme
 
     def labels_written(self, layer: Labels, ids: tuple[int, ...]) -> None:
-        """After a commit: colours for the new IDs, lock the scheme, select the new label."""
-        self._known_ids.update(ids)
-        self.class_table.set_scheme(self.class_table.scheme, locked=True)
-        self._store_scheme()
-        if ids:
-            layer.selected_label = ids[-1]
+        self.target.written(ids)
 
-    def _layer_removed(self, event: Any) -> None:
-        layer = event.value
-        if layer is self._labels:
-            self._labels = None
-            self.class_table.set_scheme(self._new_scheme)
-        if self.prompts is not None and layer in (self.prompts.points, self.prompts.boxes):
-            self.flow.prompts_changed()  # its prompts are gone
-
-    # -- model -------------------------------------------------------------------------------
-    def _populate_models(self) -> None:
-        from napari_sam.weights import list_models
-
-        box = self.panels.model
-        for info in list_models():
-            if info.url is None:
-                state = "shipped" if info.is_cached else "missing"
-            elif info.is_cached:
-                state = "cached"
-            else:
-                size = f", {info.size_bytes / 1e6:.0f} MB" if info.size_bytes else ""
-                state = f"download{size}"
-            box.addItem(f"{info.name} ({state})", info.name)
-        box.addItem(LOAD_FROM_FILE, None)
-
+    # -- settings ----------------------------------------------------------------------------
     @property
     def model_name(self) -> str:
         """Registry name or checkpoint path of the model (settable; loads in the background)."""
-        return str(self.engine.model_name)
+        return str(self.models.name)
 
     @model_name.setter
     def model_name(self, name: str | Path) -> None:
-        from napari_sam.weights import REGISTRY, SHIPPED
+        self.models.set(str(name))
 
-        name = str(name)
-        if name not in REGISTRY and name not in SHIPPED and not Path(name).expanduser().is_file():
-            known = ", ".join([*SHIPPED, *REGISTRY])
-            raise ValueError(f"unknown model {name!r}: use one of {known} or a checkpoint file path")
-        box = self.panels.model
-        i = box.findData(name)
-        if i < 0:
-            box.insertItem(box.count() - 1, Path(name).name, name)
-            i = box.findData(name)
-        box.setCurrentIndex(i)
-        self._load_model(name)
-
-    def _model_chosen(self, index: int) -> None:
-        data = self.panels.model.itemData(index)
-        if data is None:
-            path, _ = QFileDialog.getOpenFileName(
-                self, "SAM checkpoint", "", "Checkpoints (*.pt *.pth);;All files (*)"
-            )
-            if not path:
-                self.panels.model.setCurrentIndex(max(0, self.panels.model.findData(self.engine.model_name)))
-                return
-            data = path
-        self._guard(lambda: setattr(self, "model_name", data))()
-
-    def _load_model(self, name: str) -> None:
+    def _before_model_change(self) -> None:
         self.runner.cancel()
         self.flow.reset()
-        token = self.engine.configure(model_name=name)
-        self.panels.model_info.setText(f"loading {Path(name).name}…")
 
-        def done(model: Any) -> None:
-            self.panels.model_info.setText(f"{model.name} · {model.device} · {model.precision}")
-            self.flow.prompts_changed()  # redo the previews with this model
-
-        self.runner.start(
-            "model", lambda progress, cancel: self.engine.load_model(token, progress, cancel), done,
-            label=f"loading {Path(name).name}",
-        )
-
-    # -- simple settings ---------------------------------------------------------------------
     @property
     def selected_class(self) -> int | None:
         """Class ID given to committed objects (None for plain labels)."""
@@ -408,9 +303,9 @@ class SamWidget(QWidget):
         self.runner.cancel("prefetch")
         self.flow.idle.start()
 
-    # -- actions (the scripting contract) ------------------------------------------------------
+    # -- actions (the scripting contract) ----------------------------------------------------
     def commit(self) -> int | None:
-        """Write the preview into ``labels_layer`` as one object (undo with ``labels_layer.undo()``).
+        """Write the preview into ``labels_layer`` as one object (undo: ``labels_layer.undo()``).
 
         Waits for pending previews first. Returns the label ID written, or None if the
         preview is empty.
@@ -423,8 +318,8 @@ class SamWidget(QWidget):
 
     def undo(self) -> None:
         """Undo the last change of ``labels_layer`` (a commit, or a brush stroke)."""
-        if self._labels is not None:
-            self._labels.undo()
+        if self.target.layer is not None:
+            self.target.layer.undo()
 
     def refine(self) -> None:
         """Refine ``labels_layer.selected_label`` on this slice: it becomes the preview; clicks
@@ -460,44 +355,53 @@ class SamWidget(QWidget):
             self.flow.decode_changed()
         self.runner.wait(timeout, busy=lambda: self.runner.busy() or self.flow.debounce.isActive())
 
+    # -- closing -----------------------------------------------------------------------------
     def close_session(self) -> None:
-        """Cancel all work and disconnect from the viewer (the widget is being closed)."""
+        """Cancel all work, remove the prompt layers and stop listening to the viewer."""
+        if self._closed:
+            return
+        self._closed = True
         self.runner.close()
         self.flow.debounce.stop()
         self.flow.idle.stop()
-        for event, handler in (
-            (self.viewer.layers.events.removed, self._layer_removed),
-            (self.viewer.dims.events.current_step, self._slice_changed),
-        ):
-            event.disconnect(handler)
+        self.viewer.layers.events.removed.disconnect(self._layer_removed)
+        self.viewer.dims.events.current_step.disconnect(self._slice_changed)
         self.panels.image.disconnect_viewer()
         self.panels.target.disconnect_viewer()
+        if self.prompts is not None:
+            self.prompts.remove()
+            self.prompts = None
         try:
             self.runner.wait(timeout=30.0)
         except TimeoutError:
-            pass
+            self.set_status("closing: background work still running")
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+    def event(self, event: QEvent) -> bool:
+        # napari takes a closed dock widget out of its dock (parent -> None) without closing it
+        if event.type() == QEvent.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self.close_session()
+        return super().event(event)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
         self.close_session()
         super().closeEvent(event)
 
     # -- progress ----------------------------------------------------------------------------
     def _progress(self, kind: str, label: str, done: int, total: int) -> None:
-        if kind not in LONG_KINDS:
-            return
-        bar = self.panels.progress
-        bar.setVisible(True)
-        self.panels.cancel.setVisible(True)
-        bar.setMaximum(max(total, 1))
-        bar.setValue(done)
-        bar.setFormat(f"{label} %v/%m")
+        if kind in LONG_KINDS:
+            bar = self.panels.progress
+            bar.setRange(0, max(total, 1))
+            bar.setValue(done)
+            bar.setFormat(f"{label}: %v/%m")
 
     def _activity(self) -> None:
-        long_running = [t for t in self.runner.running() if t.kind in LONG_KINDS and not t.cancel.is_set()]
-        self.panels.progress.setVisible(bool(long_running))
-        self.panels.cancel.setVisible(bool(long_running))
-        if long_running:
-            task = long_running[-1]
-            self.set_status(f"{task.label}…")
-            if self.panels.progress.maximum() == 0 or not self.panels.progress.isVisible():
-                self.panels.progress.setRange(0, 0)
+        running = [t for t in self.runner.running() if t.kind in LONG_KINDS and not t.cancel.is_set()]
+        bar = self.panels.progress
+        if running and bar.isHidden():
+            bar.setRange(0, 0)  # busy until the first progress report
+            self.set_status(f"{running[-1].label}…")
+        bar.setVisible(bool(running))
+        self.panels.cancel.setVisible(bool(running))

@@ -35,6 +35,7 @@ class Workflow:
         self.decoded: dict[Index, Any] = {}  # slice -> prompt key last sent to the engine
         self.mask_inputs: dict[Index, np.ndarray] = {}  # slice -> mask of the label refined
         self.refine_label: int | None = None
+        self._committing = False
         self.debounce = QTimer(owner)
         self.debounce.setSingleShot(True)
         self.debounce.setInterval(DEBOUNCE_MS)
@@ -116,6 +117,15 @@ class Workflow:
     # -- commit and refine -------------------------------------------------------------------
     def commit(self) -> int | None:
         """Write the preview into the labels layer (one undo step); returns the ID written."""
+        if self._committing:  # a second press while the first waits for its preview
+            return None
+        self._committing = True
+        try:
+            return self._commit()
+        finally:
+            self._committing = False
+
+    def _commit(self) -> int | None:
         self.flush()
         prompts = self.w.prompts
         preview = None if prompts is None else prompts.preview_mask()

@@ -83,6 +83,11 @@ def decode_entry(signature: str, data: bytes | bytearray) -> ImageEmbedding | No
     return ImageEmbedding(features, original, inner)  # type: ignore[arg-type]
 
 
+def _write_all(fd: int, data: memoryview) -> None:
+    while len(data):
+        data = data[os.write(fd, data) :]
+
+
 class DiskStore:
     """Persistent, size-bounded embedding files shared by processes.
 
@@ -142,11 +147,16 @@ class DiskStore:
         path = self.path(signature)
         tmp_name = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{signature}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(header)
-                handle.write(payload.reshape(-1).view(np.uint8).data)
+            try:
+                fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{signature}.", suffix=".tmp")
+            except FileNotFoundError:  # first entry in this sub-folder (or the folder was removed)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{signature}.", suffix=".tmp")
+            try:
+                _write_all(fd, memoryview(header))
+                _write_all(fd, payload.reshape(-1).view(np.uint8).data)
+            finally:
+                os.close(fd)
             try:
                 os.replace(tmp_name, path)
             except PermissionError:

@@ -161,6 +161,12 @@ class StackEmbeddings:
         sig, pixels = self._unit_key(idx, t)
         return self.cache.fetch(sig, lambda: self._input(idx, t, pixels), self._imported_entry)
 
+    def ensure(self, index: Any) -> None:
+        """Compute or load every tile of plane ``index`` into memory (``get`` for tiled planes too)."""
+        idx = self.source.normalize_index(index)
+        for t in range(len(self.layout.tiles)):
+            self.get(idx, t)
+
     def is_cached(self, index: Any) -> bool:
         """True if every tile of plane ``index`` is in memory, on disk or in an imported store."""
         idx = self.source.normalize_index(index)
@@ -314,6 +320,17 @@ class StackEmbeddings:
         predictor.norm = self.norm
         region = self.layout.tiles[t]
         return predictor, (region[0], region[1])
+
+    def place_in_plane(self, mask: np.ndarray, offset: tuple[int, int]) -> np.ndarray:
+        """A tile's (h, w) mask -> a (Y, X) mask of the whole plane, placed at ``offset`` (row, col)."""
+        mask = np.asarray(mask)
+        r0, c0 = int(offset[0]), int(offset[1])
+        h, w = self.plane_shape
+        if mask.ndim != 2 or r0 < 0 or c0 < 0 or r0 + mask.shape[0] > h or c0 + mask.shape[1] > w:
+            raise ValueError(f"a mask of shape {mask.shape} at offset {offset} does not fit planes of shape {(h, w)}")
+        out = np.zeros((h, w), dtype=mask.dtype)
+        out[r0 : r0 + mask.shape[0], c0 : c0 + mask.shape[1]] = mask
+        return out
 
     # -- exchange ------------------------------------------------------------------------------
     def export_zarr(self, path: str | Path, progress: ProgressCallback | None = None, cancel: Any = None) -> int:

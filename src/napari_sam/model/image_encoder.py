@@ -6,6 +6,8 @@ Parameter names and shapes match the official checkpoints, so they load with ``s
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -153,17 +155,28 @@ class Attention(nn.Module):
         if per_image <= _SCORE_CHUNK_ELEMENTS:  # whole images (e.g. windows) at a time
             step = max(1, _SCORE_CHUNK_ELEMENTS // per_image)
             spans = [(slice(i, i + step), slice(None)) for i in range(0, b, step)]
+            block = (min(step, b), heads, n, n)
         else:  # blocks of query rows of one image
             rows = max(1, _SCORE_CHUNK_ELEMENTS // (heads * n))
             spans = [(slice(i, i + 1), slice(r, r + rows)) for i in range(b) for r in range(0, n, rows)]
+            block = (1, heads, min(rows, n), n)
+        # Two score buffers reused by every block: fresh multi-MB temporaries would each cost a
+        # round of page faults.
+        scores_buf = torch.empty(block, dtype=q.dtype, device=q.device)
+        probs_buf = torch.empty(block, dtype=q.dtype, device=q.device)
         for bs, rs in spans:
+            qb = q[bs, :, rs]
+            shape = (qb.shape[0], heads, qb.shape[2], n)
+            scores = scores_buf.view(-1)[: math.prod(shape)].view(shape)
+            probs = probs_buf.view(-1)[: scores.numel()].view(shape)
             if fold:
-                scores = torch.matmul(q[bs, :, rs], k_t[bs])
+                torch.matmul(qb, k_t[bs], out=scores)
             else:
-                scores = torch.matmul(q[bs, :, rs] * self.scale, k_t[bs])
-                grid = scores.view(scores.shape[0], heads, -1, h, w)
+                torch.matmul(qb * self.scale, k_t[bs], out=scores)
+                grid = scores.view(*shape[:3], h, w)
                 grid.add_(bias_h[bs, :, rs, :, None]).add_(bias_w[bs, :, rs, None, :])
-            torch.matmul(torch.softmax(scores, dim=-1), v[bs], out=out[bs, :, rs])
+            torch.softmax(scores, dim=-1, out=probs)
+            out[bs, :, rs] = torch.matmul(probs, v[bs])
         return out
 
 

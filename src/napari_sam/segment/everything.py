@@ -131,8 +131,46 @@ class MaskRecord:
         return out
 
 
+class _Upscaler:
+    """Low-res logits (n, Hl, Wl) -> logits at the image size (n, H, W), as two matrix products.
+
+    The model upscales with bilinear resizes (to the model frame, crop, to the image size); a
+    bilinear resize is separable, so the whole chain is ``R @ L @ C`` with fixed matrices, built
+    here by sending unit vectors through the same resizes. It gives the same logits (to float
+    rounding; checked against ``predictor.upscale`` on first use, with a fallback) several
+    times faster than resizing every mask through the large model frame.
+    """
+
+    def __init__(self, predictor: Predictor, low_res: tuple[int, int]) -> None:
+        self.predictor = predictor
+        emb = predictor.embedding
+        s = predictor.model.img_size
+        self.rows = self._axis(low_res[0], s, emb.input_size[0], emb.original_size[0])
+        self.cols = self._axis(low_res[1], s, emb.input_size[1], emb.original_size[1])
+        probe = torch.randn(1, *low_res, generator=torch.Generator().manual_seed(0)) * 8
+        reference = predictor.upscale(probe[:, None])[:, 0]
+        self.exact = bool(torch.allclose(self._product(probe), reference, atol=1e-3))
+
+    @staticmethod
+    def _axis(n: int, frame: int, valid: int, out: int) -> torch.Tensor:
+        """(out, n): the 1D map low-res -> frame -> first ``valid`` -> ``out`` samples."""
+        basis = torch.eye(n)[:, None, :, None]  # n unit column images (n, 1, n, 1)
+        x = torch.nn.functional.interpolate(basis, (frame, 1), mode="bilinear", align_corners=False)
+        x = torch.nn.functional.interpolate(x[:, :, :valid], (out, 1), mode="bilinear", align_corners=False)
+        return x[:, 0, :, 0].T.contiguous()
+
+    def _product(self, low: torch.Tensor) -> torch.Tensor:
+        return self.rows @ low @ self.cols.T
+
+    def __call__(self, low: torch.Tensor) -> torch.Tensor:
+        """(n, Hl, Wl) -> (n, H, W) logits."""
+        if self.exact:
+            return self._product(low)
+        return self.predictor.upscale(low[:, None])[:, 0]
+
+
 def _decode_batch(
-    predictor: Predictor, points: np.ndarray, params: EverythingParams
+    predictor: Predictor, points: np.ndarray, params: EverythingParams, upscaler: _Upscaler | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
     """Masks of a batch of single-point prompts that pass the quality filters.
 
@@ -151,10 +189,11 @@ def _decode_batch(
     keep = iou > params.pred_iou_thresh  # before upscaling: rejected masks are never upscaled
     low, iou, which = low[keep], iou[keep], which[keep.cpu().numpy()]
     h, w = predictor.image_shape
-    chunk = max(1, _UPSCALE_BYTES // (4 * max(model.img_size**2, h * w)))
+    up = upscaler if upscaler is not None else _Upscaler(predictor, (low.shape[-2], low.shape[-1]))
+    chunk = max(1, _UPSCALE_BYTES // (4 * h * w))
     masks, stats, kept = [], [], []
     for start in range(0, len(low), chunk):
-        logits = predictor.upscale(low[start : start + chunk, None])[:, 0]
+        logits = up(low[start : start + chunk])
         stab = stability_score(logits, model.mask_threshold, params.stability_score_offset)
         good = stab >= params.stability_score_thresh
         masks.append((logits[good] > model.mask_threshold).cpu())
@@ -192,6 +231,8 @@ def _records_for_crop(
     covered = np.zeros((ch, cw), dtype=bool)
     boxes, stats, patches, pts = [], [], [], []
     passes = _passes(n_side) if params.skip_covered else [np.arange(len(grid))]
+    he, we = predictor.model.prompt_encoder.image_embedding_size
+    upscaler = _Upscaler(predictor, (4 * he, 4 * we))
     for members in passes:
         if params.skip_covered:
             rc = np.clip(grid[members].astype(np.int64), 0, [ch - 1, cw - 1])
@@ -204,7 +245,7 @@ def _records_for_crop(
             check_cancel(cancel, "segment everything")
             batch = grid[todo[start : start + params.batch_size]]
             with torch.inference_mode():
-                masks, st, which = _decode_batch(predictor, batch, params)
+                masks, st, which = _decode_batch(predictor, batch, params, upscaler)
             if on_points is not None:
                 on_points(len(batch))
             b = masks_to_boxes(masks)

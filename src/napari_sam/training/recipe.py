@@ -133,7 +133,8 @@ def train_step(model: Sam, step: Step, rng: np.random.Generator) -> tuple[torch.
             low, iou_pred = model.decode(embedding, points=points, boxes=boxes, masks=mask_in,
                                          multimask_output=multimask)
         up = F.interpolate(low.float(), size=(step.grid, step.grid), mode="bilinear", align_corners=False)
-        out = sam_loss(up, iou_pred.float(), step.target)
+        out = sam_loss(up, iou_pred.float(), step.target, focal_weight=cfg.focal_weight,
+                       dice_weight=cfg.dice_weight, iou_weight=cfg.iou_weight)
         total = total + out.total
         stats["mask_loss"] += float(out.mask.detach()) / cfg.iterations
         stats["iou_loss"] += float(out.iou.detach()) / cfg.iterations

@@ -55,6 +55,7 @@ class TrainConfig:
     crop_prob, min_crop, augment : random crops (side >= min_crop) and flips/rotations.
     min_object_area : smallest object (pixels of the crop) used as a target.
     loss_upsample : the loss is computed on the low-res logits upsampled by this factor.
+    focal_weight, dice_weight, iou_weight : loss weights (SAM: 20, 1, 1).
     precision : "fp32", or "bf16" to run forward passes under bf16 autocast (float32 weights).
     checkpoint_every : steps between checkpoints (and at the end).
     seed : seeds the model-independent randomness (data, prompts); step i uses (seed, i).
@@ -80,6 +81,9 @@ class TrainConfig:
     augment: bool = True
     min_object_area: int = 20
     loss_upsample: int = 2
+    focal_weight: float = 20.0
+    dice_weight: float = 1.0
+    iou_weight: float = 1.0
     precision: str = "fp32"
     checkpoint_every: int = 200
     seed: int = 0
