@@ -18,6 +18,9 @@ def test_opens_from_the_plugins_menu_entry(make_napari_viewer, image_2d) -> None
         assert widget.image_layer is not None and widget.image_layer.name == "nuclei"
         roles = sorted(layer.metadata.get("napari_sam_role", "") for layer in viewer.layers)
         assert roles == ["", "boxes", "points", "preview"]
+        # closing the dock (its x button) ends the session and takes the prompt layers away
+        viewer.window.remove_dock_widget(widget)
+        assert [layer.name for layer in viewer.layers] == ["nuclei"]
     finally:
         widget.close_session()
 

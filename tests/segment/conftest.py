@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,12 @@ import torch
 
 from napari_sam.model import SamConfig, build_sam
 
-TINY_SYNTH = Path(__file__).resolve().parents[2] / "src" / "napari_sam" / "weights_data" / "tiny_synth.pt"
+# The shipped weights; NAPARI_SAM_TEST_TINY_SYNTH points the tests at another file (e.g. a
+# checkpoint being trained).
+TINY_SYNTH = Path(
+    os.environ.get("NAPARI_SAM_TEST_TINY_SYNTH")
+    or Path(__file__).resolve().parents[2] / "src" / "napari_sam" / "weights_data" / "tiny_synth.pt"
+)
 SMALL = SamConfig(
     img_size=256, embed_dim=64, depth=2, num_heads=2, global_attn_indexes=(1,), window_size=4,
     prompt_embed_dim=64, decoder_mlp_dim=128, iou_head_hidden_dim=64,

@@ -95,8 +95,8 @@ class ClassTable(QWidget):
         self.divisor.valueChanged.connect(self._kind_changed)
         self.table.itemSelectionChanged.connect(self._selection_changed)
         self.table.itemChanged.connect(self._item_changed)
-        self.table.cellDoubleClicked.connect(lambda row, col: col == 0 and self._pick_colour())
-        self.add_button.clicked.connect(lambda: self.add_class())
+        self.table.cellDoubleClicked.connect(self._double_clicked)
+        self.add_button.clicked.connect(self._add_clicked)
         self.colour_button.clicked.connect(self._pick_colour)
         self._refresh()
 
@@ -154,6 +154,17 @@ class ClassTable(QWidget):
         self._emit()
 
     # -- internals ---------------------------------------------------------------------------
+    def _add_clicked(self) -> None:
+        self.add_class()
+
+    def _double_clicked(self, row: int, column: int) -> None:
+        if column == 0:
+            self._pick_colour()
+
+    def _classes(self) -> list[ClassInfo]:
+        table = [c for c in self._scheme.classes.values() if isinstance(c, ClassInfo)]
+        return sorted(table, key=lambda c: c.id)
+
     def _emit(self) -> None:
         self._refresh()
         self.scheme_changed.emit(self._scheme)
@@ -168,7 +179,7 @@ class ClassTable(QWidget):
             self.divisor.setVisible(panoptic)
             for w in (self.table, self.add_button, self.colour_button):
                 w.setVisible(panoptic)
-            classes = sorted(self._scheme.classes.values(), key=lambda c: c.id)  # type: ignore[union-attr]
+            classes = self._classes()
             self.table.setRowCount(len(classes))
             for row, info in enumerate(classes):
                 swatch = QTableWidgetItem("  ")

@@ -222,7 +222,7 @@ class Panels:
         outer.addWidget(setup)
 
         self.classes_box = QGroupBox("Label scheme and classes")
-        QVBoxLayout(self.classes_box)
+        self.classes_layout = QVBoxLayout(self.classes_box)
         outer.addWidget(self.classes_box)
 
         obj = QGroupBox("Object")

@@ -296,28 +296,31 @@ class PromptLayers:
         self.ensure()
 
     # -- preview -----------------------------------------------------------------------------
+    def _live_preview(self) -> Labels | None:
+        return self.preview if self.alive(self.preview) else None
+
     def show_mask(self, index: Index, mask: np.ndarray | None) -> None:
         """Put a (Y, X) mask (None: nothing) on slice ``index`` of the preview."""
-        if not self.alive(self.preview):
-            return
-        plane = self.preview.data[index] if index else self.preview.data  # type: ignore[union-attr]
-        plane[...] = 0 if mask is None else mask
-        self.preview.refresh()
+        preview = self._live_preview()
+        if preview is not None:
+            plane = preview.data[index] if index else preview.data
+            plane[...] = 0 if mask is None else mask
+            preview.refresh()
 
     def show_volume(self, lead: Index, volume: np.ndarray) -> None:
         """Put a (Z, Y, X) volume at leading index ``lead`` (all but the last leading axis)."""
-        if not self.alive(self.preview):
-            return
-        self.preview.data[lead] = volume  # type: ignore[union-attr]
-        self.preview.refresh()
+        preview = self._live_preview()
+        if preview is not None:
+            preview.data[lead] = volume
+            preview.refresh()
 
     def clear_preview(self) -> None:
-        if self.alive(self.preview):
-            self.preview.data[...] = 0  # type: ignore[union-attr]
-            self.preview.refresh()
+        preview = self._live_preview()
+        if preview is not None:
+            preview.data[...] = 0
+            preview.refresh()
 
     def preview_mask(self) -> np.ndarray | None:
         """The whole preview as bool (labels shape), or None if it is gone."""
-        if not self.alive(self.preview):
-            return None
-        return np.asarray(self.preview.data) > 0  # type: ignore[union-attr]
+        preview = self._live_preview()
+        return None if preview is None else np.asarray(preview.data) > 0

@@ -279,7 +279,8 @@ class EngineState:
     def __init__(self, loader: Callable[..., Sam] | None = None, memory_budget: str = "2 GB") -> None:
         self._loader = loader
         self._memory_budget = memory_budget
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the fields below
+        self._build = threading.Lock()  # one model load / session build at a time
         self.token = 0
         self.model_name: str | None = None
         self.image: ImageSpec | None = None
@@ -310,26 +311,35 @@ class EngineState:
             raise StaleRequestError("the model or image changed; result dropped")
 
     def load_model(self, token: int, progress: Progress | None = None, cancel: Any = None) -> Sam:
-        """The model, loading it (and downloading it, with ``progress``) if needed."""
+        """The model, loading it (and downloading it, with ``progress``) if needed.
+
+        Concurrent callers wait for one load instead of loading twice.
+        """
         with self._lock:
             self.check(token)
             if self.model is not None:
                 return self.model
-            name = self.model_name
-        if name is None:
-            raise ValueError("choose a model first")
-        loader = self._loader
-        if loader is None:
-            from napari_sam.weights import load_model as loader
-        model = loader(name, progress=progress, cancel=cancel)
-        with self._lock:
-            self.check(token)
-            if self.model is None:
-                from napari_sam.embeddings import EmbeddingCache
+        with self._build:
+            with self._lock:
+                self.check(token)
+                if self.model is not None:
+                    return self.model
+                name = self.model_name
+            if name is None:
+                raise ValueError("choose a model first")
+            if self._loader is not None:
+                model = self._loader(name, progress=progress, cancel=cancel)
+            else:
+                from napari_sam.weights import load_model
 
+                model = load_model(name, progress=progress, cancel=cancel)
+            from napari_sam.embeddings import EmbeddingCache
+
+            with self._lock:
+                self.check(token)
                 self.model = model
                 self._cache = EmbeddingCache(model, memory_budget=self._memory_budget)
-            return self.model
+                return model
 
     def session(self, token: int, progress: Progress | None = None, cancel: Any = None) -> EngineSession:
         """The session for the current model and image (building it if needed)."""
@@ -338,15 +348,19 @@ class EngineState:
             self.check(token)
             if self._session is not None:
                 return self._session
-            image, cache = self.image, self._cache
-        if image is None:
-            raise ValueError("choose an image layer first")
-        session = EngineSession(model, image, cache)  # type: ignore[arg-type]  # reads the norm
-        with self._lock:
-            self.check(token)
-            if self._session is None:
+        with self._build:
+            with self._lock:
+                self.check(token)
+                if self._session is not None:
+                    return self._session
+                image, cache = self.image, self._cache
+            if image is None or cache is None:
+                raise ValueError("choose an image layer first")
+            session = EngineSession(model, image, cache)  # reads planes for the intensity norm
+            with self._lock:
+                self.check(token)
                 self._session = session
-            return self._session
+                return session
 
     def current_session(self) -> EngineSession | None:
         """The session if it is built (does not block)."""

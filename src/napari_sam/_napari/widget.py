@@ -31,7 +31,7 @@ from napari_sam._napari.prompts import PromptLayers, is_prompt_layer
 from napari_sam._napari.session import EngineState, ImageSpec, Index
 from napari_sam._napari.tasks import TaskRunner
 from napari_sam._napari.workflow import LONG_KINDS, Workflow
-from napari_sam.labels import LabelScheme
+from napari_sam.labels import LabelScheme, Mode
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -77,7 +77,7 @@ class SamWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
         self.class_table = ClassTable()
-        self.panels.classes_box.layout().addWidget(self.class_table)
+        self.panels.classes_layout.addWidget(self.class_table)
         self.target = LabelsTarget(
             self.viewer, self.panels.target, self.class_table,
             lambda: None if self.spec is None else self.spec.labels_shape,
@@ -270,6 +270,12 @@ class SamWidget(QWidget):
         self.flow.reset()
 
     @property
+    def write_mode(self) -> Mode:
+        """How commits treat existing objects: "keep" (default), "same_class" or "replace"."""
+        mode = self.panels.mode.currentText()
+        return "replace" if mode == "replace" else "same_class" if mode == "same_class" else "keep"
+
+    @property
     def selected_class(self) -> int | None:
         """Class ID given to committed objects (None for plain labels)."""
         return self.class_table.selected_class
@@ -376,9 +382,9 @@ class SamWidget(QWidget):
         except TimeoutError:
             self.set_status("closing: background work still running")
 
-    def event(self, event: QEvent) -> bool:
+    def event(self, event: QEvent | None) -> bool:
         # napari takes a closed dock widget out of its dock (parent -> None) without closing it
-        if event.type() == QEvent.ParentChange:
+        if event is not None and event.type() == QEvent.ParentChange:
             if self.parent() is not None:
                 self._docked = True
             elif self._docked:

@@ -136,7 +136,7 @@ class Workflow:
         scheme = self.w.scheme
         class_id = self.w.selected_class if scheme.is_panoptic else None
         target = np.asarray(layer.data)
-        mode = self.w.panels.mode.currentText()
+        mode = self.w.write_mode
         lead = preview.reshape(preview.shape[:-2] + (-1,)).any(axis=-1)
         slices = [tuple(int(v) for v in i) for i in np.argwhere(lead)] if lead.ndim else [()]
         plans: list[CommitPlan] = []
@@ -242,9 +242,7 @@ class Workflow:
             layer = self.w.ensure_labels_layer()
             scheme = self.w.scheme
             class_id = self.w.selected_class if scheme.is_panoptic else None
-            plan = plan_instances(
-                np.asarray(layer.data), labels, where, scheme, class_id, self.w.panels.mode.currentText()
-            )
+            plan = plan_instances(np.asarray(layer.data), labels, where, scheme, class_id, self.w.write_mode)
             apply_plans(layer, [plan])
             self.w.labels_written(layer, plan.label_ids)
             self.w.set_status(f"segment everything: added {len(plan.label_ids)} objects")
@@ -267,7 +265,10 @@ class Workflow:
 
     def prefetch(self) -> None:
         """While idle, encode the current slice and its neighbours along z."""
-        if self.w.image_layer is None or self.w.runner.busy():
+        if self.w.image_layer is None:
+            return
+        if self.w.runner.busy():  # not idle yet (a cancelled prefetch may still be finishing)
+            self.idle.start()
             return
         idx = self.w.current_index()
         shape = self.w.spec.index_shape if self.w.spec is not None else ()

@@ -196,15 +196,16 @@ def window_partition(x: Tensor, window: int) -> tuple[Tensor, tuple[int, int]]:
 def window_unpartition(
     windows: Tensor, window: int, padded_hw: tuple[int, int], hw: tuple[int, int]
 ) -> Tensor:
-    """Inverse of :func:`window_partition`: (B * nWin, window, window, C) -> (B, H, W, C)."""
+    """Inverse of :func:`window_partition`: (B * nWin, window, window, C) -> (B, H, W, C).
+
+    The result is a view into a padded tensor when H or W was padded (not contiguous).
+    """
     hp, wp = padded_hw
     h, w = hw
     b = windows.shape[0] // ((hp // window) * (wp // window))
     x = windows.view(b, hp // window, wp // window, window, window, -1)
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
-    if hp > h or wp > w:
-        x = x[:, :h, :w, :].contiguous()
-    return x
+    return x[:, :h, :w, :]
 
 
 class Block(nn.Module):
@@ -230,6 +231,9 @@ class Block(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x
         x = self.norm1(x)
+        if torch.is_autocast_enabled(x.device.type):
+            # Cast once here, not after padding and partitioning (half the bytes to move).
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         if self.window_size > 0:
             h, w = x.shape[1], x.shape[2]
             x, padded = window_partition(x, self.window_size)

@@ -4,8 +4,9 @@ watershed from the clicks (scikit-image), as a careful user of classical tools w
 For an object started by a positive click:
 
 1. the image is smoothed (Gaussian, ``sigma``) once per image;
-2. a threshold is computed by Otsu's method in a window around the first click (or in the box
-   enlarged by 25 %), so uneven illumination is handled locally;
+2. a threshold is computed by Otsu's method (refined to the midpoint of the two classes' means)
+   in a window around the first click (or in the box enlarged by 25 %), so uneven
+   illumination is handled locally;
 3. markers: the positive clicks (label 1); the negative clicks, everything below the threshold,
    and the centres of the other bright blobs (maxima of the foreground's distance transform
    farther than the clicked blob's radius from every positive click) (label 2);
@@ -64,7 +65,13 @@ class SeededWatershed:
     def _otsu(self, r0: int, c0: int, r1: int, c1: int) -> float:
         h, w = self.smooth.shape
         patch = self.smooth[max(r0, 0) : min(r1, h), max(c0, 0) : min(c1, w)]
-        return float(threshold_otsu(patch)) if np.ptp(patch) > 0 else float(patch.mean())
+        if np.ptp(patch) == 0:
+            return float(patch.mean())
+        # Otsu's split, then the midpoint of the two classes' means (stable when few pixels
+        # lie between the two modes, where Otsu's optimum is flat)
+        split = float(threshold_otsu(patch))
+        low, high = patch[patch <= split], patch[patch > split]
+        return 0.5 * (float(low.mean()) + float(high.mean())) if low.size and high.size else split
 
     def _segment(
         self, positives: np.ndarray, negatives: np.ndarray, allowed: np.ndarray | None = None
