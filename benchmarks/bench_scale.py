@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the napari-sam command line does
+
 AUTO = {"points_per_side": 16}
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -54,6 +55,10 @@ def _one_line(err: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    # OpenMP threads that sleep while waiting instead of spinning: on a machine whose cores are
+    # busy with other work, spinning threads made segment-everything 5x slower (measured, see
+    # docs/cli.md). Set before torch is imported; an explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from napari_sam._download import DownloadCancelled, MissingDependencyError
 
     parser = build_parser()

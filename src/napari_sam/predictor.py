@@ -7,6 +7,7 @@ max_col), in pixels of the original image. The model's (x, y) frame is used only
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
+from napari_sam._allocator import tune_allocator
 from napari_sam.model import Sam
 from napari_sam.preprocess import (
     ImageError,
@@ -65,6 +67,73 @@ class ImageEmbedding:
     input_size: tuple[int, int]
 
 
+
+def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) float64 matrix of 1D bilinear resampling as ``F.interpolate`` does it
+    (``align_corners=False``, no antialiasing; source positions in float32 arithmetic as torch
+    computes them, so the weights are the same)."""
+    f32 = np.float32
+    scale = f32(n_in) / f32(n_out)
+    src = np.maximum(scale * (np.arange(n_out, dtype=f32) + f32(0.5)) - f32(0.5), f32(0.0))
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = np.clip(src - i0.astype(f32), f32(0.0), f32(1.0))
+    m = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    np.add.at(m, (rows, i0), (f32(1.0) - frac).astype(np.float64))
+    np.add.at(m, (rows, i1), frac.astype(np.float64))
+    return m
+
+
+_BAND_ROWS = 128  # output rows per block of a banded resampling operator
+
+
+@functools.lru_cache(maxsize=32)
+def _upscale_operator(
+    n_low: int, n_model: int, n_input: int, n_out: int, device: torch.device
+) -> tuple[tuple[int, int, int, int, torch.Tensor], ...]:
+    """One axis of SAM's mask upscaling as blocks of a banded matrix.
+
+    SAM resizes low-res logits (n_low) to the model frame (n_model), crops the resized image's
+    extent (n_input) and resizes that to the original size (n_out), all bilinear. The composition
+    is one linear map (n_out, n_low) with a narrow band of non-zeros per row; it is returned as
+    ``(out_start, out_stop, in_start, in_stop, block)`` pieces covering all output rows.
+    """
+    op = _bilinear_matrix(n_input, n_out) @ _bilinear_matrix(n_low, n_model)[:n_input]
+    pieces = []
+    for a in range(0, n_out, _BAND_ROWS):
+        b = min(n_out, a + _BAND_ROWS)
+        cols = np.flatnonzero(np.abs(op[a:b]).sum(axis=0))
+        lo, hi = int(cols[0]), int(cols[-1]) + 1
+        block = torch.as_tensor(op[a:b, lo:hi], dtype=torch.float32, device=device)
+        pieces.append((a, b, lo, hi, block))
+    return tuple(pieces)
+
+
+def _apply_rows(pieces: tuple[tuple[int, int, int, int, torch.Tensor], ...], x: torch.Tensor) -> torch.Tensor:
+    """(..., n_low, M) -> (..., n_out, M) with a banded operator from :func:`_upscale_operator`."""
+    out = x.new_empty((*x.shape[:-2], pieces[-1][1], x.shape[-1]))
+    for a, b, lo, hi, block in pieces:
+        torch.matmul(block, x[..., lo:hi, :], out=out[..., a:b, :])
+    return out
+
+
+def upscale_logits(
+    low_res: torch.Tensor, img_size: int, input_size: tuple[int, int], original_size: tuple[int, int]
+) -> torch.Tensor:
+    """Low-res logits (B, K, Hl, Wl) -> (B, K, H, W) float32 logits at the original image size.
+
+    The same linear map as SAM's upscale (bilinear to ``img_size`` squared, crop to ``input_size``,
+    bilinear to ``original_size``) without the ``img_size``-squared intermediate: each axis is one
+    precomputed banded matrix, applied blockwise.
+    """
+    x = low_res.float()
+    rows = _upscale_operator(x.shape[-2], img_size, input_size[0], original_size[0], x.device)
+    cols = _upscale_operator(x.shape[-1], img_size, input_size[1], original_size[1], x.device)
+    x = _apply_rows(rows, x)  # (B, K, H, Wl)
+    return _apply_rows(cols, x.transpose(-1, -2)).transpose(-1, -2)
+
+
 @contextlib.contextmanager
 def autocast_for(model: Sam) -> Iterator[None]:
     """Autocast to the model's precision ("bf16" | "fp16"); a no-op for "fp32"."""
@@ -79,6 +148,8 @@ def autocast_for(model: Sam) -> Iterator[None]:
 @torch.inference_mode()
 def encode_images(model: Sam, images_255: Sequence[np.ndarray]) -> list[ImageEmbedding]:
     """Encode (Y, X, 3) float 0..255 images in one batched encoder call (same-size images)."""
+    if model.device.type == "cpu":
+        tune_allocator()
     inputs, sizes = [], []
     for img in images_255:
         x = to_model_input(img, model.img_size).to(model.device)
@@ -283,9 +354,10 @@ class Predictor:
         return logits.float(), scores.float()
 
     def upscale(self, low_res: torch.Tensor) -> torch.Tensor:
-        """(B, K, Hl, Wl) logits -> (B, K, H, W) logits at the image size."""
-        return self.model.upscale_logits(
-            low_res, self.embedding.input_size, self.embedding.original_size
+        """(B, K, Hl, Wl) logits -> (B, K, H, W) float32 logits at the image size (see
+        :func:`upscale_logits`; the same map as ``Sam.upscale_logits``, computed faster)."""
+        return upscale_logits(
+            low_res, self.model.img_size, self.embedding.input_size, self.embedding.original_size
         )
 
     def _finish(self, logits: torch.Tensor, scores: torch.Tensor) -> Prediction:

@@ -14,7 +14,7 @@ import torch
 
 from napari_sam.model import build_sam
 from napari_sam.segment import EverythingParams, Segmenter, generate_masks, paint_records
-from napari_sam.segment.everything import _Upscaler
+from napari_sam.segment._upscale import Upscaler
 from napari_sam.predictor import Predictor
 
 from conftest import SMALL
@@ -137,10 +137,22 @@ def test_upscaler_equals_the_model_upscale(small_model) -> None:  # noqa: ANN001
     p = Predictor(small_model)
     p.set_image(np.random.default_rng(0).random((70, 90)).astype(np.float32))
     hl = 4 * small_model.prompt_encoder.image_embedding_size[0]
-    up = _Upscaler(p, (hl, hl))
-    low = torch.randn(5, hl, hl) * 5
+    up = Upscaler(p, (hl, hl))
     assert up.exact
-    torch.testing.assert_close(up(low), p.upscale(low[:, None])[:, 0], atol=1e-4, rtol=1e-4)
+    low = torch.randn(5, hl, hl) * 5
+    full = p.upscale(low[:, None])[:, 0]
+    torch.testing.assert_close(up.full(low), full, atol=1e-4, rtol=1e-4)
+    # a small object: the window holds every pixel above the floor, with the same values
+    blob = torch.full((hl, hl), -8.0)
+    blob[20:26, 30:34] = 6.0
+    ref = p.upscale(blob[None, None])[0, 0]
+    y0, x0, win = up.window(blob, -1.0)
+    assert win.numel() < 0.1 * ref.numel()
+    torch.testing.assert_close(win, ref[y0 : y0 + win.shape[0], x0 : x0 + win.shape[1]], atol=1e-4, rtol=1e-4)
+    outside = ref.clone()
+    outside[y0 : y0 + win.shape[0], x0 : x0 + win.shape[1]] = -100
+    assert (outside <= -1.0).all()
+    assert up.window(torch.full((hl, hl), -5.0), -1.0) is None
 
 
 def test_stack_objects_keep_one_id_through_z() -> None:

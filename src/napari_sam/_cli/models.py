@@ -80,9 +80,9 @@ def _verify(name_or_path: str, args: argparse.Namespace) -> int:
         info = next(m for m in list_models() if m.name == name_or_path)
         path = model_path(name_or_path)
         if not path.is_file():
-            raise FileNotFoundError(
-                f"{name_or_path} is not in the cache ({path}); run: napari-sam models --download {name_or_path}"
-            )
+            fix = ("reinstall napari-sam" if name_or_path in SHIPPED
+                   else f"run: napari-sam models --download {name_or_path}")
+            raise FileNotFoundError(f"{name_or_path} is not on this machine ({path}); {fix}")
         if info.known_hash:
             algorithm, digest = split_hash(info.known_hash)
             actual = file_hashes(path, [algorithm])[algorithm]  # hashed again, no stamp used

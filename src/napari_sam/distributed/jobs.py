@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,11 @@ class StackRun:
     reused: int
     objects: int = 0
     signature: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _prepare(stack: str | os.PathLike[str], model: Any, key: Any, channel: int | None,
              device: str | None, precision: str | None, cache_dir: Any, memory_budget: str) -> tuple[Job, Any]:
+    """Check the input and the model reference; the Job every task of the run receives."""
     if not isinstance(model, (str, os.PathLike)) and model is not None:
         raise TypeError("model must be a registered name or a checkpoint path: workers load it themselves")
     image = open_stack(stack, key, channel)  # checks the input before any task starts
@@ -104,7 +105,7 @@ def embed_stack(
     device, precision, memory_budget
         Model device and precision, and each worker's in-memory embedding budget.
     scheduler, workers
-        Where the tasks run (see the module docstring).
+        Where the tasks run (see :mod:`napari_sam.distributed`).
     overwrite
         Replace an existing ``export`` store.
     progress, cancel
@@ -234,33 +235,28 @@ def segment_everything_stack(
     job, image = _prepare(stack, model, key, channel, device, precision, cache_dir, memory_budget)
     indices = _indices(image)
     spatial = tuple(image.shape[: 1 + 2] if indices[0] else image.shape[:2])
-    run_key = json.loads(json.dumps({"job": job.__dict__, "params": params, "shape": list(image.shape),
+    run_key = json.loads(json.dumps({"job": dataclasses.asdict(job), "params": params, "shape": list(image.shape),
                                      "dtype": str(image.data.dtype)}, default=str))
     work = _work_dir(out, run_key, overwrite)
     raw_path = work / "raw.zarr"
     if not raw_path.exists():
         chunks = (1,) * (len(spatial) - 2) + spatial[-2:]
         zarr.open_array(str(raw_path), mode="w", shape=spatial, chunks=chunks, dtype="uint32")
-    infos = run_tasks(everything_task, [(job, params, str(work), i) for i in indices], scheduler, workers,
-                 progress, cancel)
+    calls = [(job, params, str(work), i) for i in indices]
+    infos = run_tasks(everything_task, calls, scheduler, workers, progress, cancel)
     signature = combine_signature(image.shape, image.data.dtype, [bytes.fromhex(i["digest"]) for i in infos])
     raw = zarr.open_array(str(raw_path), mode="r")
     linked_path = work / "linked.zarr"
     linked = zarr.open_array(str(linked_path), mode="w", shape=raw.shape, chunks=raw.chunks, dtype="uint32")
     objects = _link(raw, linked, link_iou, link)
     record = provenance(
-        job.model or "tiny-synth",
+        load_cached_model(job),
         {"command": "auto", "segment_everything": params, "link": link, "link_iou": link_iou,
          "key": key, "channel": channel},
         stack, signature,
     )
-    record["model"] = _model_record(job)
     write_labels(out, linked, None, record, overwrite=overwrite)
     shutil.rmtree(work)
     reused = sum(bool(i["reused"]) for i in infos)
     return StackRun(out, len(indices), len(indices) - reused, reused, objects, signature)
 
-
-def _model_record(job: Job) -> dict[str, Any]:
-    model = load_cached_model(job)
-    return provenance(model, {}, None, None)["model"]

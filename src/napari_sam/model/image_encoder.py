@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from napari_sam._allocator import tune_allocator
 from napari_sam.model.common import LayerNorm2d, MLPBlock
 
 
@@ -297,7 +298,9 @@ class ImageEncoderViT(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu":
+            tune_allocator()  # see napari_sam._allocator: large temporaries without page faults
         x = self.patch_embed(x) + self.pos_embed
         for block in self.blocks:
             x = block(x)
-        return self.neck(x.permute(0, 3, 1, 2))
+        return self.neck(x.permute(0, 3, 1, 2)).contiguous()

@@ -32,6 +32,23 @@ PROMPT_KINDS = ("box", "points", "mask")
 N_INTERIOR_POINTS = 2
 BOX_GROWTH = 0.1
 _OUTSIDE = -20.0  # logit of pixels outside the tile a prediction was made on
+# Drop parts of a propagated mask that do not touch the previous slice's mask (a neighbour the
+# model leaked into); see docs/benchmarks_segment.md.
+KEEP_OVERLAPPING = True
+
+
+def _overlapping_parts(mask: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """The parts (8-connected) of ``mask`` that overlap ``previous``; all of it if none does."""
+    from scipy import ndimage as ndi
+
+    parts, n = ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if n <= 1:
+        return mask
+    touching = np.unique(parts[previous & mask])
+    touching = touching[touching > 0]
+    if touching.size == 0:
+        return mask
+    return np.isin(parts, touching)
 
 
 def place(mask: np.ndarray, off: Any, plane_shape: tuple[int, int]) -> np.ndarray:
@@ -132,6 +149,8 @@ def _slice_predictor(
             return out
 
         full = place(pred.masks[0], off, plane)
+        if KEEP_OVERLAPPING:
+            full = _overlapping_parts(full, prev.mask)
         return SliceResult(full, float(pred.scores[0]), (pos, low, tuple(off)), full_logits)
 
     return predict

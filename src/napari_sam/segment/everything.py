@@ -11,8 +11,11 @@ islands and fills small holes, then suppresses duplicates again (untouched masks
 
 Differences from the reference ``SamAutomaticMaskGenerator`` that change speed, not results:
 the predicted-IoU filter runs on the low-resolution output before upscaling (the reference
-upscales every mask first), masks are kept as boolean crops of their bounding boxes instead of
-run-length encodings, and NMS is a vectorised greedy NMS.
+upscales every mask first); a mask is upscaled only inside the window where its logits can
+exceed the lower stability cut (:mod:`napari_sam.segment._upscale`, exact there); masks are kept
+as boolean crops of their bounding boxes instead of run-length encodings; NMS is a vectorised
+greedy NMS. One difference that can change results, on by default: ``skip_covered`` (see
+:class:`EverythingParams`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ import torch
 
 from napari_sam.predictor import Predictor, autocast_for
 from napari_sam.segment._util import check_cancel
-from napari_sam.segment.amg import box_nms, crop_boxes, masks_to_boxes, near_crop_edge, point_grid, stability_score
+from napari_sam.segment._upscale import Upscaler
+from napari_sam.segment.amg import box_nms, crop_boxes, near_crop_edge, point_grid
 from napari_sam.segment.masks import remove_small_regions
 
 __all__ = ["EverythingParams", "MaskRecord", "generate_masks"]
@@ -33,7 +37,6 @@ __all__ = ["EverythingParams", "MaskRecord", "generate_masks"]
 Region = tuple[int, int, int, int]  # (row0, col0, row1, col1), end exclusive
 # Returns a Predictor whose image is the given region of the plane (cached or freshly encoded).
 PredictorFor = Callable[[Region], Predictor]
-_UPSCALE_BYTES = 256 * 2**20  # memory for the full-size logits of one upscaling chunk
 
 
 @dataclass(frozen=True)
@@ -131,77 +134,49 @@ class MaskRecord:
         return out
 
 
-class _Upscaler:
-    """Low-res logits (n, Hl, Wl) -> logits at the image size (n, H, W), as two matrix products.
-
-    The model upscales with bilinear resizes (to the model frame, crop, to the image size); a
-    bilinear resize is separable, so the whole chain is ``R @ L @ C`` with fixed matrices, built
-    here by sending unit vectors through the same resizes. It gives the same logits (to float
-    rounding; checked against ``predictor.upscale`` on first use, with a fallback) several
-    times faster than resizing every mask through the large model frame.
-    """
-
-    def __init__(self, predictor: Predictor, low_res: tuple[int, int]) -> None:
-        self.predictor = predictor
-        emb = predictor.embedding
-        s = predictor.model.img_size
-        self.rows = self._axis(low_res[0], s, emb.input_size[0], emb.original_size[0])
-        self.cols = self._axis(low_res[1], s, emb.input_size[1], emb.original_size[1])
-        probe = torch.randn(1, *low_res, generator=torch.Generator().manual_seed(0)) * 8
-        reference = predictor.upscale(probe[:, None])[:, 0]
-        self.exact = bool(torch.allclose(self._product(probe), reference, atol=1e-3))
-
-    @staticmethod
-    def _axis(n: int, frame: int, valid: int, out: int) -> torch.Tensor:
-        """(out, n): the 1D map low-res -> frame -> first ``valid`` -> ``out`` samples."""
-        basis = torch.eye(n)[:, None, :, None]  # n unit column images (n, 1, n, 1)
-        x = torch.nn.functional.interpolate(basis, (frame, 1), mode="bilinear", align_corners=False)
-        x = torch.nn.functional.interpolate(x[:, :, :valid], (out, 1), mode="bilinear", align_corners=False)
-        return x[:, 0, :, 0].T.contiguous()
-
-    def _product(self, low: torch.Tensor) -> torch.Tensor:
-        return self.rows @ low @ self.cols.T
-
-    def __call__(self, low: torch.Tensor) -> torch.Tensor:
-        """(n, Hl, Wl) -> (n, H, W) logits."""
-        if self.exact:
-            return self._product(low)
-        return self.predictor.upscale(low[:, None])[:, 0]
+@dataclass
+class _Candidate:
+    box: np.ndarray  # (4,) inclusive, crop frame
+    patch: np.ndarray
+    iou: float
+    stability: float
+    prompt: int  # index of the prompt in its batch
 
 
 def _decode_batch(
-    predictor: Predictor, points: np.ndarray, params: EverythingParams, upscaler: _Upscaler | None = None
-) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """Masks of a batch of single-point prompts that pass the quality filters.
-
-    Returns (n, H, W) bool masks (crop frame), (n, 2) (predicted IoU, stability) and (n,) the
-    index in ``points`` of the prompt each mask came from.
-    """
+    predictor: Predictor, points: np.ndarray, params: EverythingParams, upscaler: Upscaler
+) -> list[_Candidate]:
+    """The masks of a batch of single-point prompts that pass the quality filters."""
     model = predictor.model
     coords = predictor.points_to_model(points)[:, None, :]
     labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=coords.device)
     with autocast_for(model):
         low, iou = model.decode(predictor.embedding.features, points=(coords, labels), multimask_output=True)
     k = low.shape[1]
-    low = low.float().flatten(0, 1)
-    iou = iou.float().flatten()
+    low = low.float().flatten(0, 1).cpu()
+    iou = iou.float().flatten().cpu()
     which = np.repeat(np.arange(len(points)), k)
-    keep = iou > params.pred_iou_thresh  # before upscaling: rejected masks are never upscaled
-    low, iou, which = low[keep], iou[keep], which[keep.cpu().numpy()]
-    h, w = predictor.image_shape
-    up = upscaler if upscaler is not None else _Upscaler(predictor, (low.shape[-2], low.shape[-1]))
-    chunk = max(1, _UPSCALE_BYTES // (4 * h * w))
-    masks, stats, kept = [], [], []
-    for start in range(0, len(low), chunk):
-        logits = up(low[start : start + chunk])
-        stab = stability_score(logits, model.mask_threshold, params.stability_score_offset)
-        good = stab >= params.stability_score_thresh
-        masks.append((logits[good] > model.mask_threshold).cpu())
-        stats.append(torch.stack([iou[start : start + chunk][good], stab[good]], dim=1).cpu())
-        kept.append(which[start : start + chunk][good.cpu().numpy()])
-    if not masks:
-        return torch.zeros((0, h, w), dtype=torch.bool), torch.zeros((0, 2)), np.zeros(0, dtype=np.int64)
-    return torch.cat(masks), torch.cat(stats), np.concatenate(kept)
+    keep = torch.nonzero(iou > params.pred_iou_thresh).flatten().tolist()  # before any upscaling
+    thr, off = float(model.mask_threshold), float(params.stability_score_offset)
+    out = []
+    for i in keep:
+        found = upscaler.window(low[i], thr - off)  # outside it, logits <= thr - off: uncounted
+        if found is None:
+            continue
+        y0, x0, win = found
+        inner = int(torch.count_nonzero(win > thr + off))
+        outer = int(torch.count_nonzero(win > thr - off))
+        stability = inner / outer if outer else 0.0
+        if stability < params.stability_score_thresh:
+            continue
+        mask = (win > thr).numpy()
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            continue
+        patch = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        box = np.array([y0 + rows[0], x0 + cols[0], y0 + rows[-1], x0 + cols[-1]], dtype=np.int64)
+        out.append(_Candidate(box, np.ascontiguousarray(patch), float(iou[i]), stability, int(which[i])))
+    return out
 
 
 def _passes(n_side: int) -> list[np.ndarray]:
@@ -226,54 +201,47 @@ def _records_for_crop(
 ) -> list[MaskRecord]:
     ch, cw = crop[2] - crop[0], crop[3] - crop[1]
     grid = point_grid(n_side) * np.array([ch, cw])
-    offset = np.array([crop[0], crop[1]])
+    offset = np.array([crop[0], crop[1], crop[0], crop[1]])
     is_whole = crop == (0, 0, *plane_shape)
     covered = np.zeros((ch, cw), dtype=bool)
-    boxes, stats, patches, pts = [], [], [], []
+    records: list[MaskRecord] = []
     passes = _passes(n_side) if params.skip_covered else [np.arange(len(grid))]
     he, we = predictor.model.prompt_encoder.image_embedding_size
-    upscaler = _Upscaler(predictor, (4 * he, 4 * we))
+    upscaler = Upscaler(predictor, (4 * he, 4 * we))
     for members in passes:
+        todo = members
         if params.skip_covered:
             rc = np.clip(grid[members].astype(np.int64), 0, [ch - 1, cw - 1])
             todo = members[~covered[rc[:, 0], rc[:, 1]]]
             if on_points is not None and len(todo) < len(members):
                 on_points(len(members) - len(todo))
-        else:
-            todo = members
         for start in range(0, len(todo), params.batch_size):
             check_cancel(cancel, "segment everything")
             batch = grid[todo[start : start + params.batch_size]]
             with torch.inference_mode():
-                masks, st, which = _decode_batch(predictor, batch, params, upscaler)
+                found = _decode_batch(predictor, batch, params, upscaler)
             if on_points is not None:
                 on_points(len(batch))
-            b = masks_to_boxes(masks)
-            b_plane = b + torch.tensor([crop[0], crop[1], crop[0], crop[1]])
-            if not is_whole:
-                away = ~near_crop_edge(b_plane, crop, plane_shape)
-                masks, st, which, b, b_plane = masks[away], st[away], which[away.numpy()], b[away], b_plane[away]
-            areas = masks.flatten(1).sum(dim=1).numpy()
-            smallest: dict[int, int] = {}
-            for i in np.flatnonzero(areas > 0).tolist():
-                r0, c0, r1, c1 = b[i].tolist()
-                patches.append(masks[i, r0 : r1 + 1, c0 : c1 + 1].numpy().copy())
-                boxes.append(b_plane[i])
-                stats.append(st[i])
-                pts.append(batch[which[i]] + offset)
-                if which[i] not in smallest or areas[i] < areas[smallest[which[i]]]:
-                    smallest[which[i]] = i
-            for i in smallest.values():  # the most specific kept mask of each prompt covers
-                covered |= masks[i].numpy()
-    if not boxes:
+            if not is_whole and found:
+                boxes = torch.as_tensor(np.stack([c.box for c in found]) + offset)
+                away = (~near_crop_edge(boxes, crop, plane_shape)).tolist()
+                found = [c for c, ok in zip(found, away) if ok]
+            smallest: dict[int, _Candidate] = {}
+            for c in found:
+                records.append(
+                    MaskRecord(c.box + offset, c.patch, c.iou, c.stability, batch[c.prompt] + offset[:2], crop)
+                )
+                best = smallest.get(c.prompt)
+                if best is None or c.patch.sum() < best.patch.sum():
+                    smallest[c.prompt] = c
+            for c in smallest.values():  # the most specific kept mask of each prompt covers
+                r0, c0, r1, c1 = (int(v) for v in c.box)
+                covered[r0 : r1 + 1, c0 : c1 + 1] |= c.patch
+    if not records:
         return []
-    box_t = torch.stack(boxes)
-    stat_t = torch.stack(stats)
-    keep = box_nms(box_t.double(), stat_t[:, 0], params.box_nms_thresh).tolist()
-    return [
-        MaskRecord(box_t[i].numpy(), patches[i], float(stat_t[i, 0]), float(stat_t[i, 1]), pts[i], crop)
-        for i in keep
-    ]
+    boxes = torch.as_tensor(np.stack([r.box for r in records]), dtype=torch.float64)
+    keep = box_nms(boxes, torch.tensor([r.predicted_iou for r in records]), params.box_nms_thresh)
+    return [records[i] for i in keep.tolist()]
 
 
 def _clean(records: list[MaskRecord], plane_shape: tuple[int, int], params: EverythingParams) -> list[MaskRecord]:

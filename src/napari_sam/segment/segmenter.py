@@ -11,6 +11,7 @@ from napari_sam.model import Sam
 from napari_sam.predictor import Prediction, Predictor, PromptError
 from napari_sam.segment import _slices
 from napari_sam.segment._util import Index, Progress, normalize_index
+from napari_sam.segment.masks import bounding_box
 from napari_sam.segment.masks import fill_holes as _fill_holes
 from napari_sam.segment.masks import remove_small_islands
 from napari_sam.segment.prompts import parse_box, parse_boxes, split_points
@@ -173,7 +174,10 @@ class Segmenter:
             logits = self.last_logits.get(idx)
             if logits is None:
                 raise PromptError(f"no previous prediction on slice {idx} to correct")
-        predictor, off = self.embeddings.predictor(idx, points=pts, box=box2d)
+        route = box2d
+        if pts is None and box2d is None and mask_input is not None and np.asarray(mask_input).shape == self.plane_shape:
+            route = bounding_box(np.asarray(mask_input))  # a tiled plane picks the tile by the label
+        predictor, off = self.embeddings.predictor(idx, points=pts, box=route)
         prompt_mask = self._mask_prompt(mask_input, logits, idx, off, predictor)
         if multimask is None:
             multimask = pts is not None and len(pts) == 1 and box2d is None and prompt_mask is None

@@ -112,7 +112,11 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
     return autocast_for(cfg.precision, device)
 
 
-def train_step(model: Sam, step: Step, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+def train_step(
+    model: Sam, step: Step, rng: np.random.Generator, focal_scale: float = 1.0
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Decode ``step``'s objects for ``cfg.iterations`` rounds; return the mean loss over
+    rounds (to back-propagate) and statistics. ``focal_scale`` multiplies the focal weight."""
     cfg = step.cfg
     with _autocast(cfg, model.device):
         if cfg.freeze_encoder:
@@ -133,7 +137,7 @@ def train_step(model: Sam, step: Step, rng: np.random.Generator) -> tuple[torch.
             low, iou_pred = model.decode(embedding, points=points, boxes=boxes, masks=mask_in,
                                          multimask_output=multimask)
         up = F.interpolate(low.float(), size=(step.grid, step.grid), mode="bilinear", align_corners=False)
-        out = sam_loss(up, iou_pred.float(), step.target, focal_weight=cfg.focal_weight,
+        out = sam_loss(up, iou_pred.float(), step.target, focal_weight=cfg.focal_weight * focal_scale,
                        dice_weight=cfg.dice_weight, iou_weight=cfg.iou_weight)
         total = total + out.total
         stats["mask_loss"] += float(out.mask.detach()) / cfg.iterations

@@ -56,6 +56,10 @@ class TrainConfig:
     min_object_area : smallest object (pixels of the crop) used as a target.
     loss_upsample : the loss is computed on the low-res logits upsampled by this factor.
     focal_weight, dice_weight, iou_weight : loss weights (SAM: 20, 1, 1).
+    focal_warmup_steps : the focal weight grows linearly from 0 to ``focal_weight`` over these
+        first steps. 0 (default) for fine-tuning; training from scratch needs it, because the
+        focal term alone first drives a random model to predict background everywhere, a
+        plateau it leaves only after hundreds of steps.
     precision : "fp32", or "bf16" to run forward passes under bf16 autocast (float32 weights).
     checkpoint_every : steps between checkpoints (and at the end).
     seed : seeds the model-independent randomness (data, prompts); step i uses (seed, i).
@@ -84,6 +88,7 @@ class TrainConfig:
     focal_weight: float = 20.0
     dice_weight: float = 1.0
     iou_weight: float = 1.0
+    focal_warmup_steps: int = 0
     precision: str = "fp32"
     checkpoint_every: int = 200
     seed: int = 0
@@ -309,7 +314,8 @@ def train(
             planes, rng, max_objects=cfg.objects_per_image, crop_prob=cfg.crop_prob,
             min_crop=cfg.min_crop, augment=cfg.augment, min_area=cfg.min_object_area,
         )
-        loss, stats = train_step(net, Step(net, image, masks, cfg), rng)
+        focal_scale = min(1.0, (step + 1) / cfg.focal_warmup_steps) if cfg.focal_warmup_steps else 1.0
+        loss, stats = train_step(net, Step(net, image, masks, cfg), rng, focal_scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
