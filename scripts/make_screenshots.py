@@ -108,9 +108,10 @@ def shot_3d(model: str, out: Path) -> None:
     viewer.screenshot(str(out / "widget_3d.png"), canvas_only=False)
     widget.clear_prompts()
     viewer.dims.ndisplay = 3
-    viewer.camera.angles = (-20, 35, 60)
-    widget.image_layer.visible = False
+    widget.image_layer.rendering = "mip"
+    widget.image_layer.opacity = 0.35
     viewer.reset_view()
+    viewer.camera.angles = (-25, 35, 70)
     viewer.screenshot(str(out / "widget_3d_volume.png"), canvas_only=False)
     widget.close_session()
     viewer.close()

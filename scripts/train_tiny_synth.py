@@ -3,14 +3,15 @@
 The architecture, training data and settings are in :mod:`napari_sam.training.tiny_synth`;
 this script generates the data, trains, logs one line per step and exports the weights.
 
-The shipped model was made in two phases on a 2-core CPU (``torch.set_num_threads(2)``):
+The shipped model was made with (2 CPU threads; see docs/training.md for times and results):
 
-    python scripts/train_tiny_synth.py --steps 1000 --checkpoint /tmp/tiny_synth_v0.ckpt
-    python scripts/train_tiny_synth.py --steps 5000 --resume /tmp/tiny_synth_v0.ckpt \
-        --checkpoint /tmp/tiny_synth_v1.ckpt --export src/napari_sam/weights_data/tiny_synth.pt
+    python scripts/train_tiny_synth.py --checkpoint /tmp/tiny_synth.ckpt \
+        --export src/napari_sam/weights_data/tiny_synth.pt
 
-(the second phase continues from step 1000 with a new cosine schedule over 5000 steps; see
-docs/training.md for the exact settings, times and the evaluation of the result).
+Other modes:
+
+    python scripts/train_tiny_synth.py --export-from CKPT --export OUT.pt   # export a checkpoint
+    python scripts/train_tiny_synth.py --benchmark [MODEL] --images 16      # held-out benchmark
 """
 
 from __future__ import annotations
@@ -45,13 +46,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=TRAIN_CONFIG.lr)
     parser.add_argument("--warmup", type=int, default=TRAIN_CONFIG.warmup_steps)
     parser.add_argument("--seed", type=int, default=TRAIN_CONFIG.seed)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="training checkpoint to write")
+    parser.add_argument("--checkpoint", type=Path, help="training checkpoint to write")
     parser.add_argument("--resume", type=Path, help="continue from this training checkpoint")
     parser.add_argument("--export", type=Path, help="write fp16 inference weights + .sha256 here")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--export-from", type=Path, help="only export this training checkpoint (with --export)")
+    parser.add_argument("--benchmark", nargs="?", const="tiny-synth", metavar="MODEL",
+                        help="only evaluate MODEL (default the shipped tiny-synth) and the baseline")
+    parser.add_argument("--images", type=int, default=16, help="held-out images for --benchmark")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    if args.benchmark is not None:
+        from napari_sam.training.evaluate import format_table
+        from napari_sam.training.tiny_synth import benchmark
+
+        t0 = time.perf_counter()
+        ours, base = benchmark(args.benchmark, n_images=args.images)
+        print(format_table([ours, base]))
+        print(f"# {args.images} held-out images, {time.perf_counter() - t0:.0f} s", flush=True)
+        return 0
+    if args.export_from is not None:
+        if args.export is None:
+            parser.error("--export-from needs --export")
+        from napari_sam.weights import load_model
+
+        digest = export_weights(load_model(args.export_from, precision="fp32"), args.export)
+        print(f"# exported {args.export} ({args.export.stat().st_size / 1e6:.2f} MB, sha256 {digest})")
+        return 0
+    if args.checkpoint is None:
+        parser.error("--checkpoint is required for training")
     torch.manual_seed(args.seed)
     config = dataclasses.replace(
         TRAIN_CONFIG, steps=args.steps, lr=args.lr, warmup_steps=args.warmup, seed=args.seed

@@ -20,9 +20,11 @@ from napari_sam.training.synthetic import TRAIN_PRESET, make_image_2d, make_stac
 from napari_sam.weights import SHIPPED_DIR
 
 TINY_SYNTH = SHIPPED_DIR / "tiny_synth.pt"
-HAS_TINY_SYNTH = TINY_SYNTH.is_file()
+# NAPARI_SAM_GUI_TEST_MODEL: run the GUI tests with another trained model (a registry name or path)
+TEST_MODEL = os.environ.get("NAPARI_SAM_GUI_TEST_MODEL", "")
+HAS_TRAINED = bool(TEST_MODEL) or TINY_SYNTH.is_file()
 needs_trained = pytest.mark.skipif(
-    not HAS_TINY_SYNTH, reason="needs the trained tiny-synth weights (napari_sam/weights_data)"
+    not HAS_TRAINED, reason="needs the trained tiny-synth weights (napari_sam/weights_data)"
 )
 
 
@@ -40,7 +42,9 @@ gui = pytest.mark.skipif(not _has_display(), reason="GUI test: run under xvfb-ru
 @pytest.fixture(scope="session")
 def model_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
     """"tiny-synth" when shipped, else a small random SAM saved to a file (same code path)."""
-    if HAS_TINY_SYNTH:
+    if TEST_MODEL:
+        return TEST_MODEL
+    if TINY_SYNTH.is_file():
         return "tiny-synth"
     import torch
 

@@ -157,7 +157,7 @@ def test_box_prompt_gives_the_object_in_the_box(sam_widget, image_2d) -> None:
     preview = widget.preview_layer.data > 0
     true = truth == target
     iou = (preview & true).sum() / (preview | true).sum()
-    assert iou > 0.6
+    assert iou > 0.5
 
 
 def test_class_table_edits_reach_the_layer_metadata_and_colours(sam_widget, image_2d) -> None:

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
 
 from napari_sam.labels import ClassInfo, LabelScheme
 
-PLAIN, PANOPTIC = "plain instances", "panoptic (class × divisor + instance)"
+PLAIN, PANOPTIC = "plain instances", "panoptic"
 DEFAULT_DIVISOR = 1000
 
 
@@ -57,6 +57,8 @@ class ClassTable(QWidget):
         self.kind = QComboBox()
         self.kind.addItems([PLAIN, PANOPTIC])
         self.kind.setToolTip("Plain: IDs 1, 2, 3... Panoptic: ID = class × divisor + instance")
+        self.kind.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.kind.setMinimumContentsLength(10)
         self.divisor = QSpinBox()
         self.divisor.setRange(2, 1_000_000_000)
         self.divisor.setValue(DEFAULT_DIVISOR)
@@ -182,8 +184,9 @@ class ClassTable(QWidget):
             classes = self._classes()
             self.table.setRowCount(len(classes))
             for row, info in enumerate(classes):
-                swatch = QTableWidgetItem("  ")
-                swatch.setBackground(QColor.fromRgbF(*info.colour))
+                swatch = QTableWidgetItem()
+                swatch.setData(Qt.DecorationRole, QColor.fromRgbF(*info.colour))  # visible when selected
+                swatch.setToolTip("Double-click to change the colour")
                 swatch.setFlags(Qt.ItemIsEnabled | Qt.ItemIsSelectable)
                 ident = QTableWidgetItem(str(info.id))
                 ident.setFlags(Qt.ItemIsEnabled | Qt.ItemIsSelectable)

@@ -116,6 +116,14 @@ class LayerCombo(QComboBox):
             self.layer_changed.emit(self.layer)
 
 
+def compact(combo: QComboBox, chars: int = 12) -> QComboBox:
+    """Let a combo box shrink to ``chars`` characters (long entries are elided), so the dock
+    widget stays narrow."""
+    combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+    return combo
+
+
 def _button(text: str, tip: str) -> QPushButton:
     button = QPushButton(text)
     button.setToolTip(tip)
@@ -133,15 +141,15 @@ class Panels:
         labels_ok: Callable[[Any], bool],
     ) -> None:
         # model
-        self.model = QComboBox()
+        self.model = compact(QComboBox())
         self.model.setToolTip("Registered models (cached ones load offline) or a checkpoint file")
         self.model_info = QLabel("model not loaded")
         # image and target
-        self.image = LayerCombo(viewer, image_ok)
-        self.channel_axis = QComboBox()
+        self.image = compact(LayerCombo(viewer, image_ok))
+        self.channel_axis = compact(QComboBox())
         self.channel_axis.setToolTip("An axis holding channels (1 or 3), if the image has one")
-        self.target = LayerCombo(viewer, labels_ok, NEW_LAYER)
-        self.mode = QComboBox()
+        self.target = compact(LayerCombo(viewer, labels_ok, NEW_LAYER))
+        self.mode = compact(QComboBox())
         self.mode.addItems(["keep", "same_class", "replace"])
         self.mode.setToolTip(
             "keep: never overwrite other objects · same_class: overwrite objects of the same "
@@ -186,7 +194,7 @@ class Panels:
         self.max_area_change.setToolTip("Stop when the area changes by more than this factor per slice")
         self.precompute = _button("Precompute all slices", "Encode every slice in the background")
         # everything
-        self.everything_scope = QComboBox()
+        self.everything_scope = compact(QComboBox())
         self.everything_scope.addItems(["current slice", "whole stack"])
         self.points_per_side = QSpinBox()
         self.points_per_side.setRange(4, 128)

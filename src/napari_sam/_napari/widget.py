@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QEvent
+from qtpy.QtCore import QEvent, Qt
 from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 
 from napari_sam._napari.class_table import ClassTable
@@ -73,11 +73,13 @@ class SamWidget(QWidget):
         scroll.setWidget(inner)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
         self.class_table = ClassTable()
         self.panels.classes_layout.addWidget(self.class_table)
+        self._scroll = scroll
         self.target = LabelsTarget(
             self.viewer, self.panels.target, self.class_table,
             lambda: None if self.spec is None else self.spec.labels_shape,
@@ -390,6 +392,13 @@ class SamWidget(QWidget):
             elif self._docked:
                 self.close_session()
         return super().event(event)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        # size the dock to the (now styled) controls, so nothing is cut off at the right
+        inner, bar = self._scroll.widget(), self._scroll.verticalScrollBar()
+        if inner is not None and bar is not None:
+            self._scroll.setMinimumWidth(min(inner.sizeHint().width() + bar.sizeHint().width(), 560))
+        super().showEvent(event)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
         self.close_session()

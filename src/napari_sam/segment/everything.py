@@ -52,9 +52,10 @@ class EverythingParams:
     batch_size : int
         Points decoded per model call.
     pred_iou_thresh : float
-        Keep masks whose predicted IoU is above this.
+        Keep masks whose predicted IoU is above this (0: no filter).
     stability_score_thresh : float
-        Keep masks whose stability score is at least this.
+        Keep masks whose stability score is at least this (0: no filter). Empty masks are
+        never kept.
     stability_score_offset : float
         Logit offset of the stability score.
     box_nms_thresh : float
@@ -156,7 +157,9 @@ def _decode_batch(
     low = low.float().flatten(0, 1).cpu()
     iou = iou.float().flatten().cpu()
     which = np.repeat(np.arange(len(points)), k)
-    keep = torch.nonzero(iou > params.pred_iou_thresh).flatten().tolist()  # before any upscaling
+    # as the paper's generator: a threshold of 0 (or below) turns its filter off
+    passing = iou > params.pred_iou_thresh if params.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
+    keep = torch.nonzero(passing).flatten().tolist()  # filtered before any upscaling
     thr, off = float(model.mask_threshold), float(params.stability_score_offset)
     out = []
     for i in keep:
@@ -167,7 +170,7 @@ def _decode_batch(
         inner = int(torch.count_nonzero(win > thr + off))
         outer = int(torch.count_nonzero(win > thr - off))
         stability = inner / outer if outer else 0.0
-        if stability < params.stability_score_thresh:
+        if params.stability_score_thresh > 0 and stability < params.stability_score_thresh:
             continue
         mask = (win > thr).numpy()
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
