@@ -24,7 +24,7 @@ import numpy as np
 def _centre(mask: np.ndarray) -> tuple[int, ...]:
     from scipy import ndimage
 
-    dist = ndimage.distance_transform_edt(mask)
+    dist = ndimage.distance_transform_edt(np.pad(mask, 1))[(slice(1, -1),) * mask.ndim]
     return tuple(int(v) for v in np.unravel_index(int(np.argmax(dist)), mask.shape))
 
 

@@ -99,8 +99,8 @@ def object_centre(labels: np.ndarray, label: int) -> tuple[int, ...]:
     """A pixel inside object ``label`` (the one farthest from its border)."""
     from scipy import ndimage
 
-    inside = labels == label
-    dist = ndimage.distance_transform_edt(inside)
+    inside = np.pad(labels == label, 1)  # the array border counts as outside
+    dist = ndimage.distance_transform_edt(inside)[(slice(1, -1),) * labels.ndim]
     return tuple(int(v) for v in np.unravel_index(int(np.argmax(dist)), labels.shape))
 
 

@@ -141,9 +141,13 @@ def test_a_drawn_box_is_a_prompt(sam_widget, image_2d) -> None:
     r0, c0, r1, c1 = _box_around(truth, largest_object(truth))
     widget.boxes_layer.add_rectangles(np.array([[r0, c0], [r1, c1]]))
     widget.wait()
-    assert (widget.preview_layer.data > 0).any()
-    assert widget.commit() == 1001
-    assert widget.boxes_layer.nshapes == 0  # committed: prompts cleared
+    (prompt,) = widget.prompts.current().values()
+    np.testing.assert_allclose(prompt.box, [r0, c0, r1, c1])
+    assert len(prompt.points) == 0
+    segmenter = widget.engine.current_session().segmenter
+    assert () in segmenter.last_scores  # the box alone was decoded
+    widget.clear_prompts()
+    assert widget.boxes_layer.nshapes == 0 and not widget.preview_layer.data.any()
 
 
 @needs_trained

@@ -55,10 +55,11 @@ def relative_positions(rel_pos: Tensor, q_size: int, k_size: int) -> Tensor:
     return rel_pos[index.long()]
 
 
-# CPU attention works on blocks of query rows whose score matrix holds about this many elements,
-# so the scores stay in cache and the (heads, N, N) table of a global block is never built whole
-# (for ViT-B at 1024 px that table would be 400 MB in bf16, 800 MB in fp32).
-_SCORE_CHUNK_ELEMENTS = 12 * 2**20
+# CPU attention works on blocks of query rows whose score matrix takes about this many bytes, so
+# the scores stay in cache, stay below glibc's mmap threshold (32 MiB, see napari_sam._allocator)
+# and the (heads, N, N) table of a global block is never built whole (for ViT-B at 1024 px it
+# would take 400 MB in bf16, 800 MB in fp32).
+_SCORE_CHUNK_BYTES = 24 * 2**20
 
 
 def _one_hot_grid(h: int, w: int, like: Tensor) -> Tensor:
@@ -152,31 +153,37 @@ class Attention(nn.Module):
             k = torch.cat([k, _one_hot_grid(h, w, k).expand(b, heads, n, h + w)], dim=-1)
         k_t = k.transpose(-1, -2)
         out = torch.empty((b, heads, n, c), dtype=q.dtype, device=q.device)
-        per_image = heads * n * n
-        if per_image <= _SCORE_CHUNK_ELEMENTS:  # whole images (e.g. windows) at a time
-            step = max(1, _SCORE_CHUNK_ELEMENTS // per_image)
+        budget = _SCORE_CHUNK_BYTES // q.element_size()
+        if heads * n * n <= budget:  # whole images (e.g. windows) at a time
+            step = max(1, budget // (heads * n * n))
             spans = [(slice(i, i + step), slice(None)) for i in range(0, b, step)]
             block = (min(step, b), heads, n, n)
         else:  # blocks of query rows of one image
-            rows = max(1, _SCORE_CHUNK_ELEMENTS // (heads * n))
+            rows = max(1, budget // (heads * n))
             spans = [(slice(i, i + 1), slice(r, r + rows)) for i in range(b) for r in range(0, n, rows)]
             block = (1, heads, min(rows, n), n)
-        # Two score buffers reused by every block: fresh multi-MB temporaries would each cost a
-        # round of page faults.
-        scores_buf = torch.empty(block, dtype=q.dtype, device=q.device)
-        probs_buf = torch.empty(block, dtype=q.dtype, device=q.device)
+        # Without autograd, two score buffers are reused by every block (fresh multi-MB
+        # temporaries would each cost page faults); with autograd, plain differentiable ops.
+        grad = torch.is_grad_enabled()
+        if not grad:
+            scores_buf = torch.empty(block, dtype=q.dtype, device=q.device)
+            probs_buf = torch.empty(block, dtype=q.dtype, device=q.device)
         for bs, rs in spans:
-            qb = q[bs, :, rs]
-            shape = (qb.shape[0], heads, qb.shape[2], n)
-            scores = scores_buf.view(-1)[: math.prod(shape)].view(shape)
-            probs = probs_buf.view(-1)[: scores.numel()].view(shape)
-            if fold:
-                torch.matmul(qb, k_t[bs], out=scores)
+            qb = q[bs, :, rs] if fold else q[bs, :, rs] * self.scale
+            if grad:
+                scores = torch.matmul(qb, k_t[bs])
             else:
-                torch.matmul(qb * self.scale, k_t[bs], out=scores)
-                grid = scores.view(*shape[:3], h, w)
+                shape = (qb.shape[0], heads, qb.shape[2], n)
+                scores = scores_buf.view(-1)[: math.prod(shape)].view(shape)
+                torch.matmul(qb, k_t[bs], out=scores)
+            if not fold:
+                grid = scores.view(*scores.shape[:3], h, w)
                 grid.add_(bias_h[bs, :, rs, :, None]).add_(bias_w[bs, :, rs, None, :])
-            torch.softmax(scores, dim=-1, out=probs)
+            if grad:
+                probs = torch.softmax(scores, dim=-1)
+            else:
+                probs = probs_buf.view(-1)[: scores.numel()].view(scores.shape)
+                torch.softmax(scores, dim=-1, out=probs)
             out[bs, :, rs] = torch.matmul(probs, v[bs])
         return out
 

@@ -119,10 +119,10 @@ def _slice_predictor(
         grown = enlarge_box(box, plane, BOX_GROWTH)
         pts = interior_points(prev.mask, N_INTERIOR_POINTS) if "points" in prompts else None
         predictor, off = view.predictor(index_at(pos), points=pts, box=grown)
-        if isinstance(prev.state, tuple):  # warm up the slice after this one in the background
+        if isinstance(prev.state, tuple):  # encode the next slice in the background meanwhile
             ahead = pos + (1 if pos > prev.state[0] else -1)
-            if lo <= ahead < hi and hasattr(view, "prefetch"):
-                view.prefetch(index_at(ahead))
+            if lo <= ahead < hi:
+                view.prefetch(index_at(ahead), radius=0)
         shift = np.asarray(off, dtype=np.float64)
         mask_prompt = None
         if "mask" in prompts:
@@ -276,8 +276,8 @@ def everything(
     local = np.zeros((len(indices), *seg.plane_shape), dtype=np.uint32)
     for i, idx in enumerate(indices):
         check_cancel(cancel, "segment everything")
-        if i + 1 < len(indices) and hasattr(seg.embeddings, "prefetch"):
-            seg.embeddings.prefetch(indices[i + 1])
+        if i + 1 < len(indices):
+            seg.embeddings.prefetch(indices[i + 1], radius=0)
         records = masks_of_plane(seg, idx, params, cancel, on_points)
         local[i] = paint_records(records, seg.plane_shape, max(1, params.min_mask_region_area), max_area_fraction)
     if rest:

@@ -88,6 +88,16 @@ class Segmenter:
         self.last_report: PropagationReport | None = None
         self._logit_offsets: dict[Index, tuple[int, int]] = {}
 
+    def close(self) -> None:
+        """Stop the background encoding of neighbouring slices (also on leaving a ``with`` block)."""
+        self.embeddings.close()
+
+    def __enter__(self) -> Segmenter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def index_shape(self) -> tuple[int, ...]:
         """Shape of the leading (slice) axes: () for a 2D image, (Z,) for a stack."""
