@@ -234,10 +234,11 @@ def bench_everything_vs_reference(
 
 
 # -- 4. 3D segment everything ----------------------------------------------------------------------
-def bench_everything_3d(model: torch.nn.Module, pps: int) -> str:
+def bench_everything_3d(model: torch.nn.Module, pps: int, iou: float, stability: float) -> str:
     image, gt = make_stack_3d(dataclasses.replace(TRAIN_PRESET, shape=(16, 256, 256)), seed=3)
     seg = Segmenter(model, image)
-    t, labels = timed(lambda: seg.segment_everything(points_per_side=pps))
+    t, labels = timed(lambda: seg.segment_everything(
+        points_per_side=pps, pred_iou_thresh=iou, stability_score_thresh=stability))
     tp, n_gt, n_pred = match_gt(gt, labels)
     # ID consistency: of the ground-truth objects found on >= 2 slices, how many keep one ID
     consistent = total = 0
@@ -262,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tiny", type=Path, default=TINY_DEFAULT, help="tiny-synth weights file")
     parser.add_argument("--only", nargs="*", default=["clicks", "propagation", "everything", "vitb", "3d"])
+    parser.add_argument("--iou", type=float, default=0.88, help="pred_iou_thresh for tiny-synth runs")
+    parser.add_argument("--stability", type=float, default=0.95, help="stability_score_thresh for tiny-synth")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     reps = 1 if args.quick else 2
@@ -281,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         ref = reference_from_config(tiny.config)
         ref.load_state_dict({k: v.float() for k, v in tiny.state_dict().items()}, strict=True)
         image, _ = make_image_2d(dataclasses.replace(TRAIN_PRESET, shape=(512, 512)), seed=11)
-        params = dict(points_per_side=16 if args.quick else 32, batch_size=64, pred_iou_thresh=0.88,
-                      stability_score_thresh=0.95, box_nms_thresh=0.7)
+        params = dict(points_per_side=16 if args.quick else 32, batch_size=64, pred_iou_thresh=args.iou,
+                      stability_score_thresh=args.stability, box_nms_thresh=0.7)
         rows += bench_everything_vs_reference(tiny, ref, to_rgb8(image), params, reps, "tiny-synth 512x512")
         fast = load_model(str(args.tiny), device="cpu", precision="bf16")
         rows += bench_everything_vs_reference(fast, ref, to_rgb8(image), params, reps, "tiny-synth, ours in bf16")[1:]
@@ -304,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
               + table(head, rows) + "\n")
     if "3d" in args.only:
         print("## Segment everything in 3D, IDs linked through z (tiny-synth)\n\n"
-              + bench_everything_3d(tiny, 16 if args.quick else 32) + "\n")
+              + bench_everything_3d(tiny, 16 if args.quick else 32, args.iou, args.stability) + "\n")
     return 0
 
 

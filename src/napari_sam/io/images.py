@@ -156,7 +156,8 @@ def _open_zarr(path: Path, key: str | None) -> Image:
                     f"{path} is a zarr group with arrays {names}; choose one with --key"
                 )
             node = node[names[0]]
-    names = getattr(node.metadata, "dimension_names", None) or dict(node.attrs).get("_ARRAY_DIMENSIONS")
+    metadata = getattr(node, "metadata", None)  # zarr 3 arrays carry dimension names there
+    names = getattr(metadata, "dimension_names", None) or dict(node.attrs).get("_ARRAY_DIMENSIONS")
     if not axes and names and all(names):
         axes = "".join(str(a)[0].upper() for a in names)
     return _canonical(node, axes, path)

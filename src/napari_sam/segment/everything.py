@@ -48,7 +48,8 @@ class EverythingParams:
     points_per_side : int
         The prompt grid is points_per_side x points_per_side over the plane (32: a point every
         ~8 px of a 256 px plane, every 32 px of a 1024 px plane; raise it for small, dense
-        objects such as nuclei in a large field).
+        objects such as nuclei in a large field). A plane embedded as tiles gets one grid per
+        tile.
     batch_size : int
         Points decoded per model call.
     pred_iou_thresh : float

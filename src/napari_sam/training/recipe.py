@@ -124,12 +124,13 @@ def train_step(
                 embedding = model.encode(step.pixels)
         else:
             embedding = model.encode(step.pixels)
-    kind = PROMPT_KINDS[int(rng.choice(3, p=np.asarray(cfg.prompt_probs) / sum(cfg.prompt_probs)))]
+    kind_index = int(rng.choice(3, p=np.asarray(cfg.prompt_probs) / sum(cfg.prompt_probs)))
+    kind = PROMPT_KINDS[kind_index]
     first = step.first_prompt(kind, rng)
     coords, labels = first.get("coords"), first.get("labels")
     boxes, mask_in = first.get("boxes"), first.get("mask")
     total = torch.zeros((), device=model.device)
-    stats: dict[str, float] = {"mask_loss": 0.0, "iou_loss": 0.0}
+    stats: dict[str, float] = {"mask_loss": 0.0, "iou_loss": 0.0, "prompt": float(kind_index)}
     for round_ in range(cfg.iterations):
         multimask = round_ == 0 and kind == "point"
         points = (coords, labels) if coords is not None else None
