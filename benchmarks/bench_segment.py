@@ -158,7 +158,7 @@ def bench_clicks(model: torch.nn.Module, reps: int) -> str:
 
 
 # -- 2. propagation --------------------------------------------------------------------------------
-PROMPT_SETS = [("box", "points", "mask"), ("box", "mask"), ("box", "points"), ("box",), ("points", "mask"), ("points",)]
+PROMPT_SETS = [("points", "mask"), ("box", "points", "mask"), ("box", "mask"), ("box", "points"), ("box",), ("points",)]
 
 
 def bench_propagation(model: torch.nn.Module, n_stacks: int, n_objects: int, prompt_sets: list) -> str:
@@ -179,7 +179,7 @@ def bench_propagation(model: torch.nn.Module, n_stacks: int, n_objects: int, pro
     for prompts, overlap in variants:
         _slices.KEEP_OVERLAPPING = overlap
         for n_ann in (1, 2):
-            scores, times, slices = [], [], 0
+            scores, ranged, times, slices = [], [], [], 0
             for (image, gt), view in zip(stacks, views):
                 seg = Segmenter(model, view)
                 ids = np.unique(gt)[1:]
@@ -190,6 +190,10 @@ def bench_propagation(model: torch.nn.Module, n_stacks: int, n_objects: int, pro
                     if n_ann == 1:
                         z = int(zs[np.argmax(truth[zs].sum(axis=(1, 2)))])
                         t, vol = timed(lambda: seg.propagate(truth[z], index=(z,), prompts=prompts))
+                        # tracking alone: the object's z range given, no stop criteria
+                        ranged.append(dice(seg.propagate(
+                            truth[z], index=(z,), prompts=prompts, stop_iou=0.0, max_area_change=float("inf"),
+                            z_range=(int(zs[0]), int(zs[-1]) + 1)), truth))
                     else:
                         za, zb = int(zs[len(zs) // 4]), int(zs[(3 * len(zs)) // 4])
                         t, vol = timed(lambda: seg.propagate(truth[za], index=(za,), annotations={zb: truth[zb]}, prompts=prompts))
@@ -197,9 +201,11 @@ def bench_propagation(model: torch.nn.Module, n_stacks: int, n_objects: int, pro
                     times.append(t)
                     slices += max(1, len(seg.last_report.filled))
             name = "+".join(prompts) + ("" if overlap else ", no overlap filter")
-            rows.append([name, n_ann, float(np.mean(scores)), float(np.median(scores)), sum(times) / slices * 1e3])
+            track = f"{np.mean(ranged):.3g}" if ranged else "-"
+            rows.append([name, n_ann, float(np.mean(scores)), float(np.median(scores)), track, sum(times) / slices * 1e3])
     _slices.KEEP_OVERLAPPING = True
-    head = ["prompts from previous slice", "annotated slices", "mean Dice", "median Dice", "ms / slice (cached)"]
+    head = ["prompts from previous slice", "annotated slices", "mean Dice", "median Dice",
+            "mean Dice, z range given", "ms / slice (cached)"]
     return table(head, rows) + f"\n\nEncoding one 256x256 slice: {enc_per_slice * 1e3:.0f} ms (once per slice, cached)."
 
 

@@ -82,6 +82,7 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
 
 def run(args: argparse.Namespace) -> int:
     from napari_sam.distributed import segment_everything_stack
+    from napari_sam.distributed.runner import open_scheduler
     from napari_sam.io import check_writable
 
     check_workers(args)
@@ -95,18 +96,19 @@ def run(args: argparse.Namespace) -> int:
         "min_mask_region_area": args.min_area, "crop_n_layers": args.crop_n_layers,
         "box_nms_thresh": args.box_nms_thresh, "max_area_fraction": args.max_area_fraction,
     }
-    for source, out in jobs:
-        label = f"auto {source.name}" if len(jobs) > 1 else "auto"
-        bar = Progress(label, enabled=not args.quiet)
-        try:
-            result = segment_everything_stack(
-                source, out, model, params=params, link=not args.no_link, link_iou=args.link_iou,
-                cache_dir=args.cache_dir, key=args.key, channel=args.channel, device=device,
-                precision=precision, memory_budget=args.memory_budget, scheduler=args.scheduler,
-                workers=args.workers, overwrite=args.overwrite, progress=bar,
-            )
-        finally:
-            bar.close()
-        resumed = f", {result.reused} resumed" if result.reused else ""
-        print(f"wrote {result.path}: {result.objects} object(s) in {result.planes} slice(s){resumed}")
+    with open_scheduler(args.scheduler, args.workers) as scheduler:  # one local cluster for all files
+        for source, out in jobs:
+            label = f"auto {source.name}" if len(jobs) > 1 else "auto"
+            bar = Progress(label, enabled=not args.quiet)
+            try:
+                result = segment_everything_stack(
+                    source, out, model, params=params, link=not args.no_link, link_iou=args.link_iou,
+                    cache_dir=args.cache_dir, key=args.key, channel=args.channel, device=device,
+                    precision=precision, memory_budget=args.memory_budget, scheduler=scheduler,
+                    workers=args.workers, overwrite=args.overwrite, progress=bar,
+                )
+            finally:
+                bar.close()
+            resumed = f", {result.reused} resumed" if result.reused else ""
+            print(f"wrote {result.path}: {result.objects} object(s) in {result.planes} slice(s){resumed}")
     return 0

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from napari_sam.distributed.worker import RunCancelled
 
-__all__ = ["run_tasks"]
+__all__ = ["open_scheduler", "run_tasks"]
 
 Progress = Callable[[int, int], None]
 
@@ -22,27 +23,33 @@ def run_tasks(
         progress(0, total)
     if scheduler in (None, "threads"):
         return _run_threads(func, calls, workers, progress, cancel)
+    if isinstance(scheduler, str) and scheduler != "processes" and "://" not in scheduler:
+        raise ValueError(
+            f"scheduler {scheduler!r}: use 'threads', 'processes', an address like tcp://host:8786, "
+            "or a dask.distributed.Client"
+        )
+    client_type = _distributed(scheduler).Client
+    if scheduler == "processes":
+        with open_scheduler(scheduler, workers) as client:
+            return _run_client(client, func, calls, progress, cancel)
+    if isinstance(scheduler, client_type):
+        return _run_client(scheduler, func, calls, progress, cancel)
+    if not isinstance(scheduler, str):
+        raise TypeError(f"scheduler must be a string or a dask.distributed.Client, got {type(scheduler).__name__}")
+    with client_type(scheduler, timeout="30s") as client:
+        return _run_client(client, func, calls, progress, cancel)
+
+
+def _distributed(scheduler: Any) -> Any:
     try:
-        from distributed import Client, LocalCluster
+        import distributed
     except ImportError as err:
         from napari_sam._download import MissingDependencyError
 
         raise MissingDependencyError(
             f"scheduler {scheduler!r} needs dask.distributed: pip install distributed"
         ) from err
-    if scheduler == "processes":
-        with LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
-                          host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as client:
-            return _run_client(client, func, calls, progress, cancel)
-    if isinstance(scheduler, Client):
-        return _run_client(scheduler, func, calls, progress, cancel)
-    if not isinstance(scheduler, str) or "://" not in scheduler:
-        raise ValueError(
-            f"scheduler {scheduler!r}: use 'threads', 'processes', an address like tcp://host:8786, "
-            "or a dask.distributed.Client"
-        )
-    with Client(scheduler, timeout="30s") as client:
-        return _run_client(client, func, calls, progress, cancel)
+    return distributed
 
 
 def _run_threads(func: Callable[..., Any], calls: Sequence[tuple[Any, ...]], workers: int | None,
@@ -81,3 +88,20 @@ def _run_client(client: Any, func: Callable[..., Any], calls: Sequence[tuple[Any
             client.cancel(futures)
             raise RunCancelled(f"cancelled after {done} of {len(futures)} slices")
     return results
+
+
+@contextlib.contextmanager
+def open_scheduler(scheduler: Any, workers: int | None = None) -> Iterator[Any]:
+    """Start the local cluster of ``scheduler="processes"`` once for several runs.
+
+    Yields a ``dask.distributed.Client`` for "processes" (closed on exit), else ``scheduler``
+    unchanged; pass what it yields as the ``scheduler`` of each run.
+    """
+    if scheduler != "processes":
+        yield scheduler
+        return
+    distributed = _distributed(scheduler)
+    with distributed.LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            yield client

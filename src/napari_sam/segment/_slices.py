@@ -24,10 +24,11 @@ from napari_sam.segment.propagation import PropagationReport, SliceResult, StopC
 if TYPE_CHECKING:  # pragma: no cover
     from napari_sam.segment.segmenter import Segmenter
 
-# What the previous slice's mask gives the next slice: its box (enlarged), interior points and
-# its low-res logits as mask prompt. Chosen by the propagation benchmark on tiny-synth stacks
-# (see docs/benchmarks_segment.md).
-DEFAULT_PROMPTS: tuple[str, ...] = ("box", "points", "mask")
+# What the previous slice's mask gives the next slice by default: two interior points and its
+# low-res logits as the mask prompt ("box", the enlarged bounding box, can be added). Chosen with
+# the propagation benchmark on synthetic tiny-synth stacks (docs/benchmarks_segment.md): the
+# logits matter most; points + logits was the most robust to the stop criteria.
+DEFAULT_PROMPTS: tuple[str, ...] = ("points", "mask")
 PROMPT_KINDS = ("box", "points", "mask")
 N_INTERIOR_POINTS = 2
 BOX_GROWTH = 0.1

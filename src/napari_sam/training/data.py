@@ -111,7 +111,8 @@ def _crop(
     height, width = lab.shape
     if rng.random() >= crop_prob or min(height, width) <= min_crop:
         return img, lab
-    side = int(rng.integers(min_crop, min(height, width) + 1))
+    # log-uniform side: as many zoomed-in crops (large objects) as wide ones
+    side = int(round(np.exp(rng.uniform(np.log(min_crop), np.log(min(height, width))))))
     aspect = float(np.exp(rng.uniform(-0.4, 0.4))) if rng.random() < 0.25 else 1.0
     ch = int(np.clip(round(side * aspect), min_crop, height))
     cw = int(np.clip(round(side / aspect), min_crop, width))
