@@ -149,7 +149,7 @@ def same_process(work: Path, reps: int, calls: int) -> dict[str, Any]:
     ours_pred = Predictor(ours)
     emb = encode_images(ours, [small.astype(np.float32)])[0]
     ours_pred.set_embedding(emb)
-    pts = [np.array([[130.0 + 25 * i, 300.0 - 20 * i]]) for i in range(calls)]
+    pts = [np.array([[60.0 + (37 * i) % 390, 60.0 + (53 * i) % 390]]) for i in range(calls)]  # inside 512 px
 
     def ref_call(p: np.ndarray) -> Any:
         return ref_pred.predict(point_coords=p[:, ::-1].copy(), point_labels=np.array([1]))

@@ -248,3 +248,11 @@ def test_points_without_object_ids_are_one_object_each(tmp_path):
     (tmp_path / "n.csv").write_text("z,row,col,label\n0,5,5,1\n2,12,12,0\n")
     with pytest.raises(PromptFileError, match="negative point .* has no object on its slice"):
         read_prompts([tmp_path / "n.csv"], ndim=3)
+
+
+def test_zarr_dimension_names_give_the_axes(tmp_path):
+    arr = zarr.create_array(str(tmp_path / "rgb.zarr"), shape=(16, 12, 3), dtype="u1",
+                            dimension_names=["y", "x", "c"])
+    arr[:] = 7
+    image = open_stack(tmp_path / "rgb.zarr")
+    assert image.axes == "YXC" and image.shape == (16, 12, 3)

@@ -127,7 +127,7 @@ def test_segment_everything_in_3d_links_ids_and_keeps_user_labels(balls) -> None
     scheme = LabelScheme(divisor=1000, classes={1: "nucleus", 2: "other"})
     user = np.zeros(truth.shape, np.uint32)
     user[:, :6, :6] = 2001  # the user's own object: must survive
-    out = seg.segment_everything(points_per_side=16, scheme=scheme, class_id=1, out=user)
+    out = seg.segment_everything(points_per_side=8, scheme=scheme, class_id=1, out=user)  # balls: r >= 16 px
     assert np.all(out[:, :6, :6] == 2001)
     for i in (1, 2):
         ids = {int(np.bincount(out[z][truth[z] == i]).argmax()) for z in np.flatnonzero((truth == i).any(axis=(1, 2)))
@@ -136,8 +136,8 @@ def test_segment_everything_in_3d_links_ids_and_keeps_user_labels(balls) -> None
 
 
 def test_segment_everything_finds_the_nuclei(tiny_synth) -> None:  # noqa: ANN001
-    image, truth = make_image_2d(dataclasses.replace(HELDOUT_PRESET, shape=(256, 256)), seed=5)
-    labels = Segmenter(tiny_synth, image).segment_everything(points_per_side=32)
+    image, truth = make_image_2d(dataclasses.replace(HELDOUT_PRESET, shape=(192, 192)), seed=5)
+    labels = Segmenter(tiny_synth, image).segment_everything(points_per_side=24)  # a point every 8 px
     ids_t, ids_p, iou = iou_table(truth, labels)
     rows, cols = linear_sum_assignment(iou, maximize=True)
     tp = int((iou[rows, cols] >= 0.5).sum())
