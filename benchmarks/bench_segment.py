@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                       stability_score_thresh=args.stability, box_nms_thresh=0.7)
         rows += bench_everything_vs_reference(tiny, ref, to_rgb8(image), params, reps, "tiny-synth 512x512")
         fast = load_model(str(args.tiny), device="cpu", precision="bf16")
-        rows += bench_everything_vs_reference(fast, ref, to_rgb8(image), params, reps, "tiny-synth, ours in bf16")[1:]
+        rows += bench_everything_vs_reference(fast, ref, to_rgb8(image), params, reps, "tiny-synth, ours in bf16")
     if "vitb" in args.only:
         torch.manual_seed(0)
         ref = build_reference("vit_b", depth=4)

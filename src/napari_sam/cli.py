@@ -75,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"napari-sam: error: {_one_line(err)} (see 'napari-sam {args.command} --help')",
               file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (ValueError, OSError, MissingDependencyError, DownloadCancelled) as err:
         print(f"napari-sam: error: {_one_line(err)}", file=sys.stderr)
         return 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import gui
+from gui_helpers import gui
 
 from napari_sam.labels import LabelScheme, to_metadata
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import TEST_MODEL, gui, needs_trained
+from gui_helpers import TEST_MODEL, gui, needs_trained
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "scripting.md"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import gui, largest_object, needs_trained, object_centre
+from gui_helpers import gui, largest_object, needs_trained, object_centre
 
 pytestmark = gui
 

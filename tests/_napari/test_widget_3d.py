@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from conftest import gui, largest_object, needs_trained, object_centre
+from gui_helpers import gui, largest_object, needs_trained, object_centre
 
 pytestmark = gui
 

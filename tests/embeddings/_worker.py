@@ -13,7 +13,7 @@ import torch
 
 torch.set_num_threads(1)
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from conftest import make_model  # noqa: E402
+from emb_helpers import make_model  # noqa: E402
 
 from napari_sam.embeddings import EmbeddingCache  # noqa: E402
 

@@ -110,7 +110,7 @@ def test_changed_pixel_recomputes_only_that_slice(model, encoder, tmp_path) -> N
 
 
 def test_other_model_or_normalisation_never_reuses_embeddings(model, encoder, tmp_path) -> None:
-    from conftest import make_model
+    from emb_helpers import make_model
 
     stack = _stack()
     EmbeddingCache(model, directory=tmp_path).view(stack).get(0)
@@ -168,7 +168,7 @@ def test_half_precision_halves_memory_and_returns_float32(model, encoder) -> Non
 
 
 def test_weights_changed_in_place_need_a_refreshed_key(encoder) -> None:
-    from conftest import make_model
+    from emb_helpers import make_model
 
     tuned = make_model(3)
     cache = EmbeddingCache(tuned)

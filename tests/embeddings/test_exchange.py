@@ -61,7 +61,7 @@ def test_store_for_another_image_is_refused(model, exported) -> None:
 
 
 def test_store_for_another_model_or_normalisation_is_refused(model, exported) -> None:
-    from conftest import make_model
+    from emb_helpers import make_model
 
     stack, _, path = exported
     with pytest.raises(EmbeddingMismatchError, match="different model"):

@@ -67,7 +67,7 @@ def test_resume_continues_where_the_checkpoint_stopped(tiny_model: Sam, tiny_pai
 
 
 def _fresh() -> Sam:
-    from conftest import TINY  # type: ignore[import-not-found]
+    from train_helpers import TINY  # type: ignore[import-not-found]
 
     from napari_sam.model import build_sam
 

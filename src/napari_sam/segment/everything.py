@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from napari_sam.predictor import Predictor, autocast_for
+from napari_sam.predictor import Predictor
 from napari_sam.segment._util import check_cancel
+from napari_sam.segment._decoder import PointDecoder
 from napari_sam.segment._upscale import Upscaler
 from napari_sam.segment.amg import box_nms, crop_boxes, near_crop_edge, point_grid
 from napari_sam.segment.masks import remove_small_regions
@@ -146,14 +147,13 @@ class _Candidate:
 
 
 def _decode_batch(
-    predictor: Predictor, points: np.ndarray, params: EverythingParams, upscaler: Upscaler
+    predictor: Predictor, points: np.ndarray, params: EverythingParams, upscaler: Upscaler, decoder: PointDecoder
 ) -> list[_Candidate]:
     """The masks of a batch of single-point prompts that pass the quality filters."""
     model = predictor.model
     coords = predictor.points_to_model(points)[:, None, :]
     labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=coords.device)
-    with autocast_for(model):
-        low, iou = model.decode(predictor.embedding.features, points=(coords, labels), multimask_output=True)
+    low, iou = decoder(coords, labels)
     k = low.shape[1]
     low = low.float().flatten(0, 1).cpu()
     iou = iou.float().flatten().cpu()
@@ -212,6 +212,7 @@ def _records_for_crop(
     passes = _passes(n_side) if params.skip_covered else [np.arange(len(grid))]
     he, we = predictor.model.prompt_encoder.image_embedding_size
     upscaler = Upscaler(predictor, (4 * he, 4 * we))
+    decoder = PointDecoder(predictor.model, predictor.embedding.features)
     for members in passes:
         todo = members
         if params.skip_covered:
@@ -223,7 +224,7 @@ def _records_for_crop(
             check_cancel(cancel, "segment everything")
             batch = grid[todo[start : start + params.batch_size]]
             with torch.inference_mode():
-                found = _decode_batch(predictor, batch, params, upscaler)
+                found = _decode_batch(predictor, batch, params, upscaler, decoder)
             if on_points is not None:
                 on_points(len(batch))
             if not is_whole and found:

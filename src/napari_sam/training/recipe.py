@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from napari_sam.model import Sam
 from napari_sam.preprocess import mask_to_logits, to_model_input
+from napari_sam.training.attention_aux import AttentionProbe, prompt_token_weights
 from napari_sam.training.losses import sam_loss
 from napari_sam.training.prompts import (
     box_of,
@@ -131,12 +132,19 @@ def train_step(
     boxes, mask_in = first.get("boxes"), first.get("mask")
     total = torch.zeros((), device=model.device)
     stats: dict[str, float] = {"mask_loss": 0.0, "iou_loss": 0.0, "prompt": float(kind_index)}
+    probe = AttentionProbe(model) if cfg.attention_weight > 0 else None
     for round_ in range(cfg.iterations):
         multimask = round_ == 0 and kind == "point"
         points = (coords, labels) if coords is not None else None
         with _autocast(cfg, model.device):
             low, iou_pred = model.decode(embedding, points=points, boxes=boxes, masks=mask_in,
                                          multimask_output=multimask)
+        if probe is not None:
+            n_points = 0 if coords is None else coords.shape[1]
+            weights = prompt_token_weights(labels, n_points, boxes is not None, len(low))
+            aux = probe.loss(weights.to(low.device), step.target)
+            total = total + cfg.attention_weight * aux
+            stats["attention_loss"] = stats.get("attention_loss", 0.0) + float(aux.detach()) / cfg.iterations
         up = F.interpolate(low.float(), size=(step.grid, step.grid), mode="bilinear", align_corners=False)
         out = sam_loss(up, iou_pred.float(), step.target, focal_weight=cfg.focal_weight * focal_scale,
                        dice_weight=cfg.dice_weight, iou_weight=cfg.iou_weight)
@@ -156,4 +164,6 @@ def train_step(
         new_xy, new_lab = step.correction(pred, rng)
         coords = new_xy if coords is None else torch.cat([coords, new_xy], 1)
         labels = new_lab if labels is None else torch.cat([labels, new_lab], 1)
+    if probe is not None:
+        probe.__exit__()
     return total / cfg.iterations, stats

@@ -60,6 +60,8 @@ class TrainConfig:
         first steps. 0 (default) for fine-tuning; training from scratch needs it, because the
         focal term alone first drives a random model to predict background everywhere, a
         plateau it leaves only after hundreds of steps.
+    attention_weight : weight of the auxiliary attention supervision
+        (:mod:`napari_sam.training.attention_aux`); 0 (default) for SAM's recipe as published.
     precision : "fp32", or "bf16" to run forward passes under bf16 autocast (float32 weights).
     checkpoint_every : steps between checkpoints (and at the end).
     seed : seeds the model-independent randomness (data, prompts); step i uses (seed, i).
@@ -89,6 +91,7 @@ class TrainConfig:
     dice_weight: float = 1.0
     iou_weight: float = 1.0
     focal_warmup_steps: int = 0
+    attention_weight: float = 0.0
     precision: str = "fp32"
     checkpoint_every: int = 200
     seed: int = 0
