@@ -34,7 +34,7 @@ __all__ = ["ALLOCATOR_ENV", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "allocator_state
 
 ALLOCATOR_ENV = "NAPARI_SAM_MALLOC"
 MMAP_THRESHOLD = 32 * 2**20  # glibc's upper limit for M_MMAP_THRESHOLD on 64-bit systems
-TRIM_THRESHOLD = 512 * 2**20
+TRIM_THRESHOLD = 128 * 2**20  # measured: 64 MiB keeps some faults in fp32; 512 MiB gains nothing over 128
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from glibc's malloc.h
 _M_MMAP_THRESHOLD = -3

@@ -60,7 +60,8 @@ class PointDecoder:
 
     def _prepare(self) -> None:
         pe = self.model.prompt_encoder
-        probe = torch.zeros((1, 1, 2), device=self.features.device), torch.ones((1, 1), dtype=torch.int64, device=self.features.device)
+        dev = self.features.device
+        probe = torch.zeros((1, 1, 2), device=dev), torch.ones((1, 1), dtype=torch.int64, device=dev)
         _, dense = pe(probe, None, None)  # the "no mask" embedding, (1, C, He, We)
         self._src = (self.features + dense[:1]).flatten(2).permute(0, 2, 1)  # (1, N, C)
         self._key_pe = pe.get_dense_pe().flatten(2).permute(0, 2, 1)  # (1, N, C)
@@ -131,11 +132,13 @@ class PointDecoder:
         for layer in transformer.layers[1:]:
             queries, keys = layer(queries, keys, tokens, key_pe)
         q = queries + tokens
-        queries = transformer.norm_final_attn(queries + transformer.final_attn_token_to_image(q, keys + key_pe, keys))
+        final = transformer.final_attn_token_to_image(q, keys + key_pe, keys)
+        queries = transformer.norm_final_attn(queries + final)
         c, he, we = self._shape
         upscaled = decoder.output_upscaling(keys.transpose(1, 2).reshape(b, c, he, we))
         n = decoder.num_mask_tokens
-        hyper = torch.stack([mlp(queries[:, 1 + i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], dim=1)
+        mlps = decoder.output_hypernetworks_mlps
+        hyper = torch.stack([mlp(queries[:, 1 + i, :]) for i, mlp in enumerate(mlps)], dim=1)
         _, uc, uh, uw = upscaled.shape
         masks = (hyper @ upscaled.reshape(b, uc, uh * uw)).reshape(b, n, uh, uw)
         iou = decoder.iou_prediction_head(queries[:, 0, :])

@@ -14,8 +14,9 @@ the predicted-IoU filter runs on the low-resolution output before upscaling (the
 upscales every mask first); a mask is upscaled only inside the window where its logits can
 exceed the lower stability cut (:mod:`napari_sam.segment._upscale`, exact there); masks are kept
 as boolean crops of their bounding boxes instead of run-length encodings; NMS is a vectorised
-greedy NMS. One difference that can change results, on by default: ``skip_covered`` (see
-:class:`EverythingParams`).
+greedy NMS; and the prompt-independent part of the decoder's first block is computed once per
+image (:mod:`napari_sam.segment._decoder`). One option changes results and is off by default:
+``skip_covered`` (see :class:`EverythingParams`).
 """
 
 from __future__ import annotations
@@ -73,11 +74,12 @@ class EverythingParams:
     min_mask_region_area : int
         If > 0, remove islands and fill holes smaller than this (pixels) in every mask.
     skip_covered : bool
-        Decode the grid coarse to fine (every 8th point, then every 4th, 2nd, the rest) and skip
-        points that lie inside a mask already kept (the smallest kept mask of each prompt).
-        Such a point would mostly return that mask again, removed as a duplicate by NMS; skipping
-        saves most decoder calls where objects or a uniform background cover the plane. False
-        decodes every grid point, exactly as the paper (and the reference implementation).
+        False (default): decode every grid point, as the paper (and the reference
+        implementation). True: decode the grid coarse to fine (every 8th point, then every 4th,
+        2nd, the rest) and skip points inside a mask already kept (the smallest kept mask of
+        each prompt); such a point mostly returns that mask again, a duplicate NMS removes.
+        Faster where objects or a uniform background cover the plane, but it can miss masks
+        only a skipped point would give (see docs/benchmarks_segment.md).
     """
 
     points_per_side: int = 32
@@ -91,7 +93,7 @@ class EverythingParams:
     crop_overlap_ratio: float = 512 / 1500
     crop_n_points_downscale_factor: int = 1
     min_mask_region_area: int = 0
-    skip_covered: bool = True
+    skip_covered: bool = False
 
     def __post_init__(self) -> None:
         if self.points_per_side < 1:
@@ -159,7 +161,9 @@ def _decode_batch(
     iou = iou.float().flatten().cpu()
     which = np.repeat(np.arange(len(points)), k)
     # as the paper's generator: a threshold of 0 (or below) turns its filter off
-    passing = iou > params.pred_iou_thresh if params.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
+    passing = iou > params.pred_iou_thresh
+    if params.pred_iou_thresh <= 0:
+        passing = torch.ones_like(passing)
     keep = torch.nonzero(passing).flatten().tolist()  # filtered before any upscaling
     thr, off = float(model.mask_threshold), float(params.stability_score_offset)
     out = []

@@ -65,7 +65,9 @@ class Segmenter:
     >>> labels = seg.segment_everything(index=(12,))                          # (Y, X) uint32
     """
 
-    def __init__(self, model: Sam, stack: Any, cache: EmbeddingCache | None = None, channel_axis: int | None = None) -> None:
+    def __init__(
+        self, model: Sam, stack: Any, cache: EmbeddingCache | None = None, channel_axis: int | None = None
+    ) -> None:
         from napari_sam.embeddings import EmbeddingCache, StackEmbeddings
 
         if not isinstance(model, Sam):
@@ -185,8 +187,9 @@ class Segmenter:
             if logits is None:
                 raise PromptError(f"no previous prediction on slice {idx} to correct")
         route = box2d
-        if pts is None and box2d is None and mask_input is not None and np.asarray(mask_input).shape == self.plane_shape:
-            route = bounding_box(np.asarray(mask_input))  # a tiled plane picks the tile by the label
+        label = None if mask_input is None else np.asarray(mask_input)
+        if pts is None and box2d is None and label is not None and label.shape == self.plane_shape:
+            route = bounding_box(label)  # a tiled plane picks the tile by the label
         predictor, off = self.embeddings.predictor(idx, points=pts, box=route)
         prompt_mask = self._mask_prompt(mask_input, logits, idx, off, predictor)
         if multimask is None:
@@ -245,7 +248,9 @@ class Segmenter:
             return None
         m = np.asarray(mask_input)
         if m.dtype != bool:
-            raise PromptError(f"mask_input must be a boolean (Y, X) mask, got dtype {m.dtype}; e.g. labels[z] == id")
+            raise PromptError(
+                f"mask_input must be a boolean (Y, X) mask, got dtype {m.dtype}; e.g. labels[z] == id"
+            )
         if m.shape != self.plane_shape:
             raise PromptError(f"mask_input must have the slice's shape {self.plane_shape}, got {m.shape}")
         h, w = predictor.image_shape
