@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -102,6 +103,7 @@ def open_scheduler(scheduler: Any, workers: int | None = None) -> Iterator[Any]:
         return
     distributed = _distributed(scheduler)
     with distributed.LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster:
+                                  host="127.0.0.1", dashboard_address=None,
+                                  silence_logs=logging.ERROR) as cluster:
         with distributed.Client(cluster) as client:
             yield client
