@@ -14,7 +14,7 @@ saved to a temporary checkpoint that both load). Measured:
   once the model is loaded), system time, page faults, and the same under glibc allocator
   variants (library default, ``NAPARI_SAM_MALLOC=default``, ``MALLOC_MMAP_MAX_=0``).
 
-usage: python benchmarks/bench_model.py [--quick] [--out docs/benchmarks_model.md] [--no-write]
+usage: python benchmarks/bench_model.py [--quick] [--threads N] [--out docs/benchmarks_model.md] [--no-write]
 Needs the reference package (the ``test`` extra); runs on the CPU (or NAPARI_SAM_DEVICE).
 """
 
@@ -40,6 +40,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tests/oracle.py: the reference with a torchvision stand-in
+THREADS_ENV = "BENCH_MODEL_THREADS"  # passes --threads on to the child processes
 ALLOC_ENVS = {  # allocator variants for the fresh-process runs
     "library default": {},
     "glibc default": {"NAPARI_SAM_MALLOC": "default"},
@@ -253,6 +254,7 @@ def yes(ok: bool) -> str:
 def report(mach: dict[str, str], same: dict[str, Any], users: dict[str, list[dict[str, Any]]],
            quick: bool) -> str:
     d = same["default_precision"]
+    threads = f" --threads {os.environ[THREADS_ENV]}" if os.environ.get(THREADS_ENV) else ""
     enc, pred, peak, flops = same["encoder_s"], same["predict_s"], same["matmul_peak"], same["encoder_flops"]
     r_enc, o32, od = enc["ref_fp32"], enc["ours_fp32"], enc[f"ours_{d}"]
     rate = {k: flops / t for k, t in (("ref", r_enc), ("fp32", o32), (d, od))}
@@ -261,7 +263,7 @@ def report(mach: dict[str, str], same: dict[str, Any], users: dict[str, list[dic
         "# Model benchmark: napari-sam vs segment-anything (random ViT-B weights, same in both)",
         "",
         f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} with `python benchmarks/bench_model.py"
-        f"{' --quick' if quick else ''}`.",
+        f"{' --quick' if quick else ''}{threads}`.",
         "Machine: " + "; ".join(f"{k}: {v}" for k, v in mach.items()) + ".",
         "",
         "## Same process, interleaved (medians)",
@@ -322,8 +324,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 encoder pass per case, 5 decoder calls, fewer runs")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks_model.md"))
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads in every run (default: torch's own choice, as a user gets); 1 gives "
+                    "ratios that other jobs on shared cores disturb less")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.threads:
+        os.environ[THREADS_ENV] = str(args.threads)
+    if os.environ.get(THREADS_ENV):
+        torch.set_num_threads(int(os.environ[THREADS_ENV]))
     if args.child:
         kind, work = args.child[0], Path(args.child[1])
         if kind == "same":

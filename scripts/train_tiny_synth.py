@@ -3,10 +3,13 @@
 The architecture, training data and settings are in :mod:`napari_sam.training.tiny_synth`;
 this script generates the data, trains, logs one line per step and exports the weights.
 
-The shipped model was made with (2 CPU threads; see docs/training.md for times and results):
+The shipped model was made in two phases (2 CPU threads; see docs/training.md for times and
+results): phase 1 from scratch with ``TRAIN_CONFIG``, phase 2 from phase 1's weights with
+``PHASE2_CONFIG`` (a fresh optimizer and schedule):
 
-    python scripts/train_tiny_synth.py --checkpoint /tmp/tiny_synth.ckpt \
-        --export src/napari_sam/weights_data/tiny_synth.pt
+    python scripts/train_tiny_synth.py --checkpoint /tmp/phase1.ckpt
+    python scripts/train_tiny_synth.py --phase2 --init-from /tmp/phase1.ckpt \
+        --checkpoint /tmp/phase2.ckpt --export src/napari_sam/weights_data/tiny_synth.pt
 
 Other modes:
 
@@ -33,6 +36,7 @@ import torch  # noqa: E402
 from napari_sam.model import build_sam  # noqa: E402
 from napari_sam.training.tiny_synth import (  # noqa: E402
     DATA_RECIPE,
+    PHASE2_CONFIG,
     TINY_SYNTH_CONFIG,
     TRAIN_CONFIG,
     build_training_pool,
@@ -42,10 +46,11 @@ from napari_sam.training.trainer import export_weights, train  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=TRAIN_CONFIG.steps, help="total steps")
-    parser.add_argument("--lr", type=float, default=TRAIN_CONFIG.lr)
-    parser.add_argument("--warmup", type=int, default=TRAIN_CONFIG.warmup_steps)
-    parser.add_argument("--seed", type=int, default=TRAIN_CONFIG.seed)
+    parser.add_argument("--phase2", action="store_true", help="use PHASE2_CONFIG (with --init-from)")
+    parser.add_argument("--init-from", type=Path, help="start from these weights (not a resume)")
+    parser.add_argument("--steps", type=int, help="total steps (default: the config's)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the config's)")
+    parser.add_argument("--seed", type=int, help="data/prompt seed (default: the config's)")
     parser.add_argument("--checkpoint", type=Path, help="training checkpoint to write")
     parser.add_argument("--resume", type=Path, help="continue from this training checkpoint")
     parser.add_argument("--export", type=Path, help="write fp16 inference weights + .sha256 here")
@@ -76,13 +81,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.checkpoint is None:
         parser.error("--checkpoint is required for training")
-    torch.manual_seed(args.seed)
-    config = dataclasses.replace(
-        TRAIN_CONFIG, steps=args.steps, lr=args.lr, warmup_steps=args.warmup, seed=args.seed
-    )
+    base = PHASE2_CONFIG if args.phase2 else TRAIN_CONFIG
+    overrides = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("seed", args.seed)) if v is not None}
+    config = dataclasses.replace(base, **overrides)
+    torch.manual_seed(config.seed)
     print(json.dumps({"model_config": TINY_SYNTH_CONFIG.to_dict(), "train_config": config.to_dict(),
                       "data": [{"name": p.name, "n": p.n, "seed": p.seed, "params": dataclasses.asdict(p.params)}
-                               for p in DATA_RECIPE], "resume": str(args.resume)}), flush=True)
+                               for p in DATA_RECIPE], "resume": str(args.resume),
+                      "init_from": str(args.init_from)}), flush=True)
     t0 = time.perf_counter()
     planes = build_training_pool()
     print(f"# {len(planes)} training planes generated in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -90,7 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     def log(record: dict[str, float]) -> None:
         print(json.dumps({k: round(v, 5) for k, v in record.items()}), flush=True)
 
-    model = build_sam(TINY_SYNTH_CONFIG)
+    if args.init_from is not None:
+        from napari_sam.weights import load_model
+
+        model = load_model(args.init_from, precision="fp32")
+    else:
+        model = build_sam(TINY_SYNTH_CONFIG)
     t1 = time.perf_counter()
     result = train(model, planes, args.checkpoint, config=config, resume=args.resume, log=log)
     print(f"# trained to step {result.steps} in {time.perf_counter() - t1:.0f} s", flush=True)

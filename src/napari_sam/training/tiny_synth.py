@@ -25,6 +25,7 @@ __all__ = [
     "DATA_RECIPE",
     "HELDOUT_SEED",
     "TINY_SYNTH_CONFIG",
+    "PHASE2_CONFIG",
     "TRAIN_CONFIG",
     "DataPart",
     "benchmark",
@@ -95,6 +96,20 @@ TRAIN_CONFIG = TrainConfig(
     min_crop=128,
     checkpoint_every=100,
     seed=0,
+)
+
+
+#: Phase 2: continues from phase 1's weights with a fresh, lower schedule and SAM's own prompt
+#: mix (more points and boxes, fewer masks); the attention supervision stays on, lighter.
+PHASE2_CONFIG = dataclasses.replace(
+    TRAIN_CONFIG,
+    steps=2400,
+    lr=6e-4,
+    warmup_steps=50,
+    prompt_probs=(0.5, 0.35, 0.15),
+    focal_warmup_steps=0,
+    attention_weight=1.0,
+    seed=1,
 )
 
 
