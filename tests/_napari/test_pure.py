@@ -71,6 +71,22 @@ def test_image_spec_shapes(shape, rgb, channel_axis, index_shape, labels_shape) 
     assert spec.labels_shape == labels_shape
 
 
+@pytest.mark.parametrize(
+    ("shape", "rgb", "choices"),
+    [
+        ((64, 80), False, []),
+        ((64, 80, 3), True, []),
+        ((3, 64, 80), False, [0]),
+        ((7, 64, 80), False, []),  # 7 planes are z, not channels
+        ((7, 3, 64, 80), False, [1]),  # (Z, C, Y, X): the picker offers axis 1
+        ((3, 3, 64, 80), False, [0, 1]),
+        ((2, 7, 64, 80, 3), True, []),
+    ],
+)
+def test_channel_axis_choices_are_the_leading_axes_that_fit_sam(shape, rgb, choices) -> None:
+    assert ImageSpec.channel_axis_choices(shape, rgb) == choices
+
+
 def test_neighbours_stay_inside_the_stack_nearest_first() -> None:
     assert neighbours((0,), (5,), 2) == [(1,), (2,)]
     assert neighbours((1, 3), (2, 5), 1) == [(1, 4), (1, 2)]

@@ -76,6 +76,16 @@ class ImageSpec:
         """Shape of a Labels layer that overlays this image: index shape + plane shape."""
         return self.index_shape + self.plane_shape
 
+    @staticmethod
+    def channel_axis_choices(shape: Sequence[int], rgb: bool) -> list[int]:
+        """Leading axes of an image of ``shape`` that can hold channels: 1, 3 or 4 of them (SAM
+        takes grey or RGB; a fourth, alpha, is dropped). An RGB image (``rgb``) has its
+        channels last: no choice."""
+        if rgb:
+            return []
+        n_lead = len(shape) - 2
+        return [a for a in range(n_lead) if int(shape[a]) in (1, 3, 4)]
+
     def engine_channel_axis(self) -> int | None:
         """The channel axis as :class:`napari_sam.Segmenter` takes it."""
         return self.ndim - 1 if self.rgb else self.channel_axis

@@ -194,8 +194,9 @@ class SamWidget(QWidget):
         box = self.panels.channel_axis
         box.clear()
         box.addItem("none", None)
-        if layer is not None and not layer.rgb and layer.ndim >= 3:
-            box.addItem("0", 0)
+        if layer is not None:
+            for axis in ImageSpec.channel_axis_choices(layer.data.shape, bool(layer.rgb)):
+                box.addItem(f"{axis} ({layer.data.shape[axis]})", axis)
 
     def _fill_z_range(self, index_shape: tuple[int, ...]) -> None:
         p = self.panels

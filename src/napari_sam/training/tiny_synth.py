@@ -103,7 +103,7 @@ TRAIN_CONFIG = TrainConfig(
 #: mix (more points and boxes, fewer masks); the attention supervision stays on, lighter.
 PHASE2_CONFIG = dataclasses.replace(
     TRAIN_CONFIG,
-    steps=2400,
+    steps=4000,
     lr=6e-4,
     warmup_steps=50,
     prompt_probs=(0.5, 0.35, 0.15),
