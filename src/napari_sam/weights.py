@@ -35,7 +35,7 @@ from napari_sam._download import (
     file_hashes,
     split_hash,
 )
-from napari_sam._registry import DEFAULT_MODEL, REGISTRY, SHIPPED, ModelInfo
+from napari_sam._registry import DEFAULT_MODEL, EVERYTHING_DEFAULTS, REGISTRY, SHIPPED, ModelInfo
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -268,6 +268,9 @@ def _source(
         return name_or_path, download(name_or_path, progress, cancel)
     path = Path(name_or_path).expanduser()
     if path.is_file():
+        for shipped, (filename, _) in SHIPPED.items():  # the shipped file by its path: same model
+            if path.resolve() == (SHIPPED_DIR / filename).resolve():
+                return shipped, path.resolve()
         return path.stem, path.resolve()
     text = str(name_or_path)
     if isinstance(name_or_path, str) and not any(c in text for c in "/\\.~"):
@@ -309,7 +312,8 @@ def load_model(
     -------
     Sam
         In eval mode on the device, with ``model.name``, ``model.weights_hash`` (sha256 hex of
-        the file), ``model.precision`` and ``model.config`` set.
+        the file), ``model.precision``, ``model.config`` and ``model.everything_defaults`` (the
+        registry's recommended segment-everything settings for this model, often empty) set.
 
     Raises
     ------
@@ -341,4 +345,5 @@ def load_model(
     model.name = name
     model.weights_hash = sha256
     model.precision = prec
+    model.everything_defaults = dict(EVERYTHING_DEFAULTS.get(name, {}))
     return model

@@ -44,8 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     g = p.add_argument_group("segment everything")
     g.add_argument("--points-per-side", type=int, default=32, help="prompt grid per side (default 32)")
-    g.add_argument("--pred-iou-thresh", type=float, default=0.88, help="least predicted IoU (0.88)")
-    g.add_argument("--stability-score-thresh", type=float, default=0.95, help="least stability (0.95)")
+    g.add_argument("--pred-iou-thresh", type=float, default=None,
+                   help="least predicted IoU (default: the model's recommendation, else 0.88)")
+    g.add_argument("--stability-score-thresh", type=float, default=None,
+                   help="least stability (default: the model's recommendation, else 0.95)")
     g.add_argument("--min-area", type=int, default=16,
                    help="drop objects and fill holes under this many pixels (16)")
     g.add_argument("--box-nms-thresh", type=float, default=0.7,
@@ -96,6 +98,14 @@ def run(args: argparse.Namespace) -> int:
         "min_mask_region_area": args.min_area, "crop_n_layers": args.crop_n_layers,
         "box_nms_thresh": args.box_nms_thresh, "max_area_fraction": args.max_area_fraction,
     }
+    # the model's recommended settings where none was given, so the record shows what ran
+    from napari_sam._registry import DEFAULT_MODEL, EVERYTHING_DEFAULTS
+
+    name = DEFAULT_MODEL if model is None else model
+    for key, value in EVERYTHING_DEFAULTS.get(name, {}).items() if isinstance(name, str) else ():
+        if params.get(key) is None:
+            params[key] = value
+    params = {k: v for k, v in params.items() if v is not None}
     with open_scheduler(args.scheduler, args.workers) as scheduler:  # one local cluster for all files
         for source, out in jobs:
             label = f"auto {source.name}" if len(jobs) > 1 else "auto"

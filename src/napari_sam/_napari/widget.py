@@ -86,12 +86,22 @@ class SamWidget(QWidget):
         )
         self.models = ModelPicker(
             self, self.panels.model, self.panels.model_info, self.engine, self.runner,
-            before_change=self._before_model_change, after_load=self.flow.prompts_changed,
+            before_change=self._before_model_change, after_load=self._after_model_load,
         )
         self.models.default()
         self._connect()
         active = self.viewer.layers.selection.active
         self._set_image(active if is_image_candidate(active) else self.panels.image.layer)
+
+    def _after_model_load(self) -> None:
+        """Show the loaded model's recommended segment-everything thresholds, redo previews."""
+        from napari_sam.segment import everything_params
+
+        if self.engine.model is not None:
+            ev = everything_params(self.engine.model)
+            self.panels.pred_iou.setValue(ev.pred_iou_thresh)
+            self.panels.stability.setValue(ev.stability_score_thresh)
+        self.flow.prompts_changed()
 
     # -- wiring ------------------------------------------------------------------------------
     def _connect(self) -> None:

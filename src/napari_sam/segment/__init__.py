@@ -7,7 +7,7 @@ max_col)).
 
 from napari_sam.segment._util import SegmentationCancelled
 from napari_sam.segment.amg import box_iou, box_nms, crop_boxes, masks_to_boxes, point_grid, stability_score
-from napari_sam.segment.everything import EverythingParams, MaskRecord, generate_masks
+from napari_sam.segment.everything import EverythingParams, MaskRecord, everything_params, generate_masks
 from napari_sam.segment.instances import paint_records, write_instances
 from napari_sam.segment.linking import iou_table, link_slices, match_labels
 from napari_sam.segment.masks import (
@@ -28,6 +28,7 @@ __all__ = [
     "PropagationReport",
     "SegmentationCancelled",
     "Segmenter",
+    "everything_params",
     "SliceResult",
     "StopCriteria",
     "bounding_box",

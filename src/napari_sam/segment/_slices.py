@@ -280,7 +280,9 @@ def everything(
         if i + 1 < len(indices):
             seg.embeddings.prefetch(indices[i + 1], radius=0)
         records = masks_of_plane(seg, idx, params, cancel, on_points)
-        local[i] = paint_records(records, seg.plane_shape, max(1, params.min_mask_region_area), max_area_fraction)
+        local[i] = paint_records(
+            records, seg.plane_shape, max(1, params.min_mask_region_area), max_area_fraction, params.min_visible_fraction
+        )
     if rest:
         runs = local.reshape(-1, rest[-1], *seg.plane_shape)
         linked = np.zeros(runs.shape, dtype=np.uint64)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from napari_sam.segment._upscale import Upscaler
 from napari_sam.segment.amg import box_nms, crop_boxes, near_crop_edge, point_grid
 from napari_sam.segment.masks import remove_small_regions
 
-__all__ = ["EverythingParams", "MaskRecord", "generate_masks"]
+__all__ = ["EverythingParams", "MaskRecord", "everything_params", "generate_masks"]
 
 Region = tuple[int, int, int, int]  # (row0, col0, row1, col1), end exclusive
 # Returns a Predictor whose image is the given region of the plane (cached or freshly encoded).
@@ -73,6 +74,21 @@ class EverythingParams:
         Points per side in crop layer i = points_per_side / factor**i.
     min_mask_region_area : int
         If > 0, remove islands and fill holes smaller than this (pixels) in every mask.
+    min_visible_fraction : float
+        When the masks become labels (smaller masks win overlaps), drop a mask left with less
+        than this fraction of its pixels: a larger duplicate or a merge of objects already
+        found. 0 (default) keeps every mask with a visible pixel.
+    best_mask_only : bool
+        Keep only the mask of highest predicted IoU of each point's three (whole, part,
+        subpart). False (default) keeps all three, as the paper; True suits a model whose
+        part/subpart outputs are not trained to mean anything (``tiny-synth``: nuclei have
+        no parts).
+    require_prompt_inside : bool
+        Keep a mask only if it contains the grid point that prompted it. False (default) as the
+        paper; True removes the answers a model gives to clicks on background, which a model
+        trained only on clicks inside objects (such as ``tiny-synth``) does not flag by a low
+        predicted IoU: on held-out synthetic nuclei 96 % of its masks from background points
+        miss their own point, 7 % of those from points on objects do.
     skip_covered : bool
         False (default): decode every grid point, as the paper (and the reference
         implementation). True: decode the grid coarse to fine (every 8th point, then every 4th,
@@ -93,6 +109,9 @@ class EverythingParams:
     crop_overlap_ratio: float = 512 / 1500
     crop_n_points_downscale_factor: int = 1
     min_mask_region_area: int = 0
+    min_visible_fraction: float = 0.0
+    best_mask_only: bool = False
+    require_prompt_inside: bool = False
     skip_covered: bool = False
 
     def __post_init__(self) -> None:
@@ -105,6 +124,15 @@ class EverythingParams:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.crop_n_layers < 0 or self.crop_n_points_downscale_factor < 1:
             raise ValueError("crop_n_layers must be >= 0 and crop_n_points_downscale_factor >= 1")
+
+
+def everything_params(model: object = None, **given: Any) -> EverythingParams:
+    """Segment-everything parameters: ``given`` (where not None), else the model's recommended
+    values (``model.everything_defaults``, set by :func:`napari_sam.load_model` from the
+    registry), else the :class:`EverythingParams` defaults."""
+    merged = dict(getattr(model, "everything_defaults", None) or {})
+    merged.update({k: v for k, v in given.items() if v is not None})
+    return EverythingParams(**merged)
 
 
 @dataclass
@@ -157,6 +185,7 @@ def _decode_batch(
     labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=coords.device)
     low, iou = decoder(coords, labels)
     k = low.shape[1]
+    best = iou.float().argmax(dim=1).cpu()
     low = low.float().flatten(0, 1).cpu()
     iou = iou.float().flatten().cpu()
     which = np.repeat(np.arange(len(points)), k)
@@ -164,6 +193,8 @@ def _decode_batch(
     passing = iou > params.pred_iou_thresh
     if params.pred_iou_thresh <= 0:
         passing = torch.ones_like(passing)
+    if params.best_mask_only and k > 1:
+        passing &= (torch.arange(k).repeat(len(points)) == best.repeat_interleave(k))
     keep = torch.nonzero(passing).flatten().tolist()  # filtered before any upscaling
     thr, off = float(model.mask_threshold), float(params.stability_score_offset)
     out = []
@@ -178,6 +209,10 @@ def _decode_batch(
         if params.stability_score_thresh > 0 and stability < params.stability_score_thresh:
             continue
         mask = (win > thr).numpy()
+        if params.require_prompt_inside:
+            r, c = int(points[which[i], 0]) - y0, int(points[which[i], 1]) - x0
+            if not (0 <= r < mask.shape[0] and 0 <= c < mask.shape[1] and mask[r, c]):
+                continue
         rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
         if rows.size == 0:
             continue

@@ -29,6 +29,7 @@ def paint_records(
     shape: tuple[int, int],
     min_area: int = 1,
     max_area_fraction: float = 1.0,
+    min_visible_fraction: float = 0.0,
 ) -> np.ndarray:
     """Instance labels (Y, X) uint32, IDs 1..n, from masks that may overlap.
 
@@ -41,6 +42,8 @@ def paint_records(
     max_area_fraction : float
         Masks covering more than this fraction of the plane are dropped (in microscopy such a
         mask is almost always the background or the whole field).
+    min_visible_fraction : float
+        Masks left with less than this fraction of their pixels visible are dropped.
     """
     labels = np.zeros(shape, dtype=np.uint32)
     limit = max_area_fraction * shape[0] * shape[1]
@@ -50,7 +53,8 @@ def paint_records(
             continue
         r0, c0, r1, c1 = (int(v) for v in rec.box)
         region = labels[r0 : r1 + 1, c0 : c1 + 1]
-        if int(np.count_nonzero(rec.patch & (region == 0))) < max(1, min_area):
+        visible = int(np.count_nonzero(rec.patch & (region == 0)))
+        if visible < max(1, min_area) or visible < min_visible_fraction * rec.area:
             continue
         write_mask(labels, rec.patch, _PLAIN, mode="keep", instance_id=next_id, offset=(r0, c0))
         next_id += 1

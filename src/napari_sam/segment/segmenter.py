@@ -320,16 +320,16 @@ class Segmenter:
     def generate_masks(self, index: Any = None, cancel: Any = None, **params: Any) -> list[MaskRecord]:
         """The automatic masks of one slice, before they become labels (see
         :class:`napari_sam.segment.EverythingParams` for ``params``)."""
-        from napari_sam.segment.everything import EverythingParams
+        from napari_sam.segment.everything import everything_params
 
-        return _slices.masks_of_plane(self, self._index(index), EverythingParams(**params), cancel, None)
+        return _slices.masks_of_plane(self, self._index(index), everything_params(self.model, **params), cancel, None)
 
     def segment_everything(
         self,
         index: Any = None,
         points_per_side: int = 32,
-        pred_iou_thresh: float = 0.88,
-        stability_score_thresh: float = 0.95,
+        pred_iou_thresh: float | None = None,
+        stability_score_thresh: float | None = None,
         box_nms_thresh: float = 0.7,
         crop_n_layers: int = 0,
         min_mask_region_area: int = 16,
@@ -355,7 +355,10 @@ class Segmenter:
             (optimal matching): labels of shape (Z, Y, X) (or the full stack shape). A 2D image
             with None -> (Y, X).
         points_per_side, pred_iou_thresh, stability_score_thresh, box_nms_thresh,
-        crop_n_layers, batch_size : see :class:`napari_sam.segment.EverythingParams`
+        crop_n_layers, batch_size : see :class:`napari_sam.segment.EverythingParams`. The
+            thresholds (and any field in ``params``) left as None take the model's
+            recommended values (``model.everything_defaults``, e.g. for ``tiny-synth``), else
+            the paper's (0.88, 0.95).
         min_mask_region_area : int
             Remove islands and fill holes under this many pixels; objects left with fewer
             visible pixels are dropped (microscopy default 16: debris of a few pixels).
@@ -381,9 +384,10 @@ class Segmenter:
         Integer labels (uint32 unless ``out`` is given), 0 = background. Overlaps: the smaller
         object wins (see :mod:`napari_sam.segment.instances`).
         """
-        from napari_sam.segment.everything import EverythingParams
+        from napari_sam.segment.everything import everything_params
 
-        ev = EverythingParams(
+        ev = everything_params(
+            self.model,
             points_per_side=points_per_side, batch_size=batch_size, pred_iou_thresh=pred_iou_thresh,
             stability_score_thresh=stability_score_thresh, box_nms_thresh=box_nms_thresh,
             crop_n_layers=crop_n_layers, min_mask_region_area=min_mask_region_area, **params,
