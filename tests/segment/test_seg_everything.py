@@ -193,3 +193,45 @@ def test_point_decoder_equals_model_decode(small_model) -> None:  # noqa: ANN001
         ref_low, ref_iou = small_model.decode(p.embedding.features, points=(coords, labels), multimask_output=True)
     torch.testing.assert_close(low, ref_low, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(iou, ref_iou, atol=1e-5, rtol=1e-4)
+
+
+def test_best_mask_only_and_prompt_inside_filters() -> None:
+    """The oracle's third mask of a disc point is a junk sub-disc (predicted IoU 0.3):
+    best_mask_only keeps one mask per point, the best; require_prompt_inside keeps only masks
+    that contain their own point."""
+    image, truth = _discs_image((80, 96), DISCS)
+    model = _oracle_model({0: DISCS}, image.shape, [])
+    everything = _generate(model, image, points_per_side=16, pred_iou_thresh=0.0, box_nms_thresh=1.0)
+    best = _generate(model, image, points_per_side=16, pred_iou_thresh=0.0, box_nms_thresh=1.0, best_mask_only=True)
+    assert any(r.predicted_iou < 0.5 for r in everything)
+    assert all(r.predicted_iou >= 0.95 for r in best)  # one mask per point, the best one
+    inside = _generate(model, image, points_per_side=16, pred_iou_thresh=0.0, box_nms_thresh=1.0, require_prompt_inside=True)
+    missed = [r for r in everything if not r.mask(image.shape)[int(r.point[0]), int(r.point[1])]]
+    assert missed and len(inside) == len(everything) - len(missed)
+    for r in inside:
+        row, col = (int(v) for v in r.point)
+        assert r.mask(image.shape)[row, col]
+
+
+def test_model_recommended_settings_apply_where_the_caller_gives_none(small_model) -> None:  # noqa: ANN001
+    from napari_sam.segment import everything_params
+
+    assert everything_params(small_model).pred_iou_thresh == 0.88  # no recommendation: the paper's
+    small_model.everything_defaults = {"pred_iou_thresh": 0.5, "best_mask_only": True}
+    try:
+        p = everything_params(small_model, stability_score_thresh=None, points_per_side=8)
+        assert (p.pred_iou_thresh, p.best_mask_only, p.stability_score_thresh, p.points_per_side) == (0.5, True, 0.95, 8)
+        assert everything_params(small_model, pred_iou_thresh=0.7).pred_iou_thresh == 0.7  # the caller wins
+    finally:
+        del small_model.everything_defaults
+
+
+def test_load_model_attaches_tiny_synth_recommendations() -> None:
+    from napari_sam._registry import EVERYTHING_DEFAULTS
+    from napari_sam.weights import SHIPPED_DIR, load_model
+
+    if not (SHIPPED_DIR / "tiny_synth.pt").is_file():
+        pytest.skip("tiny-synth weights not shipped")
+    by_path = load_model(SHIPPED_DIR / "tiny_synth.pt", device="cpu")
+    assert by_path.name == "tiny-synth"  # the shipped file by its path is the same model
+    assert by_path.everything_defaults == EVERYTHING_DEFAULTS["tiny-synth"]

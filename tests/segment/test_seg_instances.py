@@ -78,3 +78,13 @@ def test_write_instances_starts_after_existing_ids_reuses_gaps_and_reports_full(
     two[2, 1] = 2
     with pytest.raises(LabelSpaceFullError, match="larger divisor"):
         write_instances(full, two, scheme, class_id=1)
+
+
+def test_masks_mostly_hidden_by_smaller_ones_are_dropped_on_request() -> None:
+    shape = (20, 20)
+    a = _record(shape, 0, 0, 4, 4)  # 25 px
+    b = _record(shape, 0, 0, 5, 5)  # 36 px, 11 visible (31 %) after a: a duplicate of a
+    c = _record(shape, 10, 10, 14, 14)
+    assert paint_records([a, b, c], shape).max() == 3  # default: everything visible is kept
+    labels = paint_records([a, b, c], shape, min_visible_fraction=0.6)
+    assert labels.max() == 2 and labels[5, 5] == 0 and labels[12, 12] != 0
