@@ -46,7 +46,7 @@ from oracle import build_reference, randomize, segment_anything  # noqa: E402
 
 from napari_sam.embeddings import EmbeddingCache  # noqa: E402
 from napari_sam.model import SamConfig, build_sam, infer_config  # noqa: E402
-from napari_sam.segment import Segmenter, iou_table  # noqa: E402
+from napari_sam.segment import Segmenter, everything_params, iou_table  # noqa: E402
 from napari_sam.training.synthetic import TRAIN_PRESET, make_image_2d, make_stack_3d  # noqa: E402
 from napari_sam.weights import load_model  # noqa: E402
 
@@ -240,7 +240,8 @@ def bench_everything_vs_reference(
         t = time.perf_counter()
         seg.embeddings.get(())
         enc = time.perf_counter() - t
-        return seg.generate_masks(None, skip_covered=skip, **params), enc
+        return seg.generate_masks(None, skip_covered=skip, best_mask_only=False, require_prompt_inside=False,
+                                  **params), enc
 
     best: dict[str, float] = {}
     out: dict[str, Any] = {}
@@ -268,7 +269,8 @@ def bench_everything_vs_reference(
 
 
 # -- 4. 3D segment everything ----------------------------------------------------------------------
-def bench_everything_3d(model: torch.nn.Module, pps: int, iou: float, stability: float) -> str:
+def bench_everything_3d(model: torch.nn.Module, pps: int, iou: float | None, stability: float | None) -> str:
+    """Segment everything on a synthetic stack; thresholds None: the model's recommended settings."""
     image, gt = make_stack_3d(dataclasses.replace(TRAIN_PRESET, shape=(16, 256, 256)), seed=3)
     seg = Segmenter(model, image)
     t, labels = timed(lambda: seg.segment_everything(
@@ -297,8 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tiny", type=Path, default=TINY_DEFAULT, help="tiny-synth weights file")
     parser.add_argument("--only", nargs="*", default=["clicks", "propagation", "everything", "vitb", "3d"])
-    parser.add_argument("--iou", type=float, default=0.88, help="pred_iou_thresh for tiny-synth runs")
-    parser.add_argument("--stability", type=float, default=0.95, help="stability_score_thresh for tiny-synth")
+    parser.add_argument("--iou", type=float, default=None,
+                        help="pred_iou_thresh for tiny-synth runs (default: its recommended value)")
+    parser.add_argument("--stability", type=float, default=None,
+                        help="stability_score_thresh for tiny-synth runs (default: its recommended value)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     reps = 1 if args.quick else 3
@@ -318,8 +322,13 @@ def main(argv: list[str] | None = None) -> int:
         ref = reference_from_config(tiny.config)
         ref.load_state_dict({k: v.float() for k, v in tiny.state_dict().items()}, strict=True)
         image, _ = make_image_2d(dataclasses.replace(TRAIN_PRESET, shape=(512, 512)), seed=11)
-        params = dict(points_per_side=16 if args.quick else 32, batch_size=64, pred_iou_thresh=args.iou,
-                      stability_score_thresh=args.stability, box_nms_thresh=0.7)
+        # the reference has the paper's two filters only: both sides get the same thresholds (the
+        # model's recommended ones unless given) and ours runs without its extra filters
+        rec = everything_params(tiny)
+        params = dict(points_per_side=16 if args.quick else 32, batch_size=64,
+                      pred_iou_thresh=rec.pred_iou_thresh if args.iou is None else args.iou,
+                      stability_score_thresh=rec.stability_score_thresh if args.stability is None else args.stability,
+                      box_nms_thresh=0.7)
         rows += bench_everything_vs_reference(tiny, ref, to_rgb8(image), params, reps, "tiny-synth 512x512")
         fast = load_model(str(args.tiny), device="cpu", precision="bf16")
         rows += bench_everything_vs_reference(fast, ref, to_rgb8(image), params, reps, "tiny-synth, ours in bf16")
