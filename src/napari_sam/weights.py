@@ -58,6 +58,8 @@ __all__ = [
     "list_models",
     "load_model",
     "model_path",
+    "recommended_everything",
+    "registered_name",
     "weights_hash",
     "write_sha256_sidecar",
 ]
@@ -259,19 +261,36 @@ def _read_cached(path: Path) -> tuple[CheckpointContents, str]:
     return contents, sha256
 
 
+def registered_name(name_or_path: str | os.PathLike[str] | None) -> str | None:
+    """The registry name a model reference stands for, without loading anything: None -> the
+    default model; a registered name -> itself; the path of a shipped weights file -> that
+    model's name (the same model); any other path -> None."""
+    if name_or_path is None:
+        return DEFAULT_MODEL
+    if isinstance(name_or_path, str) and (name_or_path in REGISTRY or name_or_path in SHIPPED):
+        return name_or_path
+    path = Path(name_or_path).expanduser()
+    for shipped, (filename, _) in SHIPPED.items():
+        if path.is_file() and path.resolve() == (SHIPPED_DIR / filename).resolve():
+            return shipped
+    return None
+
+
+def recommended_everything(name_or_path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Segment-everything settings recommended for a model reference (often none): what
+    :func:`load_model` attaches as ``model.everything_defaults``."""
+    return dict(EVERYTHING_DEFAULTS.get(registered_name(name_or_path) or "", {}))
+
+
 def _source(
     name_or_path: str | os.PathLike[str] | None, progress: ProgressCallback | None, cancel: Any
 ) -> tuple[str, Path]:
-    if name_or_path is None:
-        name_or_path = DEFAULT_MODEL
-    if isinstance(name_or_path, str) and (name_or_path in REGISTRY or name_or_path in SHIPPED):
-        return name_or_path, download(name_or_path, progress, cancel)
-    path = Path(name_or_path).expanduser()
+    name = registered_name(name_or_path)
+    if name is not None and name_or_path in (None, name):  # a name, not a path: fetch it
+        return name, download(name, progress, cancel)
+    path = Path(name_or_path).expanduser()  # type: ignore[arg-type]
     if path.is_file():
-        for shipped, (filename, _) in SHIPPED.items():  # the shipped file by its path: same model
-            if path.resolve() == (SHIPPED_DIR / filename).resolve():
-                return shipped, path.resolve()
-        return path.stem, path.resolve()
+        return name or path.stem, path.resolve()
     text = str(name_or_path)
     if isinstance(name_or_path, str) and not any(c in text for c in "/\\.~"):
         _entry(text)  # raises UnknownModelError listing the names
@@ -345,5 +364,5 @@ def load_model(
     model.name = name
     model.weights_hash = sha256
     model.precision = prec
-    model.everything_defaults = dict(EVERYTHING_DEFAULTS.get(name, {}))
+    model.everything_defaults = recommended_everything(name)
     return model

@@ -235,3 +235,7 @@ def test_load_model_attaches_tiny_synth_recommendations() -> None:
     by_path = load_model(SHIPPED_DIR / "tiny_synth.pt", device="cpu")
     assert by_path.name == "tiny-synth"  # the shipped file by its path is the same model
     assert by_path.everything_defaults == EVERYTHING_DEFAULTS["tiny-synth"]
+    from napari_sam.weights import recommended_everything
+
+    assert recommended_everything(None) == recommended_everything(SHIPPED_DIR / "tiny_synth.pt") == by_path.everything_defaults
+    assert recommended_everything("vit_b") == {}

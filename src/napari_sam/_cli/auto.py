@@ -99,13 +99,10 @@ def run(args: argparse.Namespace) -> int:
         "box_nms_thresh": args.box_nms_thresh, "max_area_fraction": args.max_area_fraction,
     }
     # the model's recommended settings where none was given, so the record shows what ran
-    from napari_sam._registry import DEFAULT_MODEL, EVERYTHING_DEFAULTS
+    from napari_sam.segment.everything import given_over_recommended
+    from napari_sam.weights import recommended_everything
 
-    name = DEFAULT_MODEL if model is None else model
-    for key, value in EVERYTHING_DEFAULTS.get(name, {}).items() if isinstance(name, str) else ():
-        if params.get(key) is None:
-            params[key] = value
-    params = {k: v for k, v in params.items() if v is not None}
+    params = given_over_recommended(recommended_everything(model), params)
     with open_scheduler(args.scheduler, args.workers) as scheduler:  # one local cluster for all files
         for source, out in jobs:
             label = f"auto {source.name}" if len(jobs) > 1 else "auto"

@@ -21,7 +21,7 @@ image (:mod:`napari_sam.segment._decoder`). One option changes results and is of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,13 +126,17 @@ class EverythingParams:
             raise ValueError("crop_n_layers must be >= 0 and crop_n_points_downscale_factor >= 1")
 
 
+def given_over_recommended(recommended: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The precedence of segment-everything settings: a value ``given`` (not None) wins over the
+    model's ``recommended`` one; keys in neither are left out (their defaults apply)."""
+    return {**recommended, **{k: v for k, v in given.items() if v is not None}}
+
+
 def everything_params(model: object = None, **given: Any) -> EverythingParams:
     """Segment-everything parameters: ``given`` (where not None), else the model's recommended
     values (``model.everything_defaults``, set by :func:`napari_sam.load_model` from the
     registry), else the :class:`EverythingParams` defaults."""
-    merged = dict(getattr(model, "everything_defaults", None) or {})
-    merged.update({k: v for k, v in given.items() if v is not None})
-    return EverythingParams(**merged)
+    return EverythingParams(**given_over_recommended(getattr(model, "everything_defaults", None) or {}, given))
 
 
 @dataclass
@@ -185,7 +189,7 @@ def _decode_batch(
     labels = torch.ones(coords.shape[:2], dtype=torch.int64, device=coords.device)
     low, iou = decoder(coords, labels)
     k = low.shape[1]
-    best = iou.float().argmax(dim=1).cpu()
+    best = iou.float().argmax(dim=1).cpu() if params.best_mask_only and k > 1 else None
     low = low.float().flatten(0, 1).cpu()
     iou = iou.float().flatten().cpu()
     which = np.repeat(np.arange(len(points)), k)
@@ -193,7 +197,7 @@ def _decode_batch(
     passing = iou > params.pred_iou_thresh
     if params.pred_iou_thresh <= 0:
         passing = torch.ones_like(passing)
-    if params.best_mask_only and k > 1:
+    if best is not None:
         passing &= (torch.arange(k).repeat(len(points)) == best.repeat_interleave(k))
     keep = torch.nonzero(passing).flatten().tolist()  # filtered before any upscaling
     thr, off = float(model.mask_threshold), float(params.stability_score_offset)
