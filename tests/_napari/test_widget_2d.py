@@ -265,3 +265,24 @@ def test_keys_toggle_negative_mode_commit_and_clear(sam_widget, image_2d, qtbot)
     widget.wait()
     qtbot.keyClick(canvas, Qt.Key_C)  # C: commit
     assert widget.labels_layer is not None and widget.labels_layer.data.max() == 1001
+
+
+def test_everything_thresholds_and_channel_axes_follow_model_and_image(make_napari_viewer, image_2d) -> None:
+    """The default model's recommended thresholds show before it is loaded (it loads lazily);
+    a (Z, C=3, Y, X) image offers its channel axis 1."""
+    from napari_sam._napari.widget import SamWidget
+    from napari_sam.segment import EverythingParams
+    from napari_sam.weights import recommended_everything
+
+    viewer = make_napari_viewer()
+    plane = image_2d[0]
+    viewer.add_image(np.stack([np.stack([plane] * 3)] * 2), name="zc")  # (Z=2, C=3, Y, X)
+    widget = SamWidget(viewer)
+    try:
+        expected = EverythingParams(**recommended_everything(None))
+        assert widget.panels.pred_iou.value() == pytest.approx(expected.pred_iou_thresh)
+        assert widget.panels.stability.value() == pytest.approx(expected.stability_score_thresh)
+        box = widget.panels.channel_axis
+        assert [box.itemData(i) for i in range(box.count())] == [None, 1]
+    finally:
+        widget.close_session()

@@ -89,18 +89,24 @@ class SamWidget(QWidget):
             before_change=self._before_model_change, after_load=self._after_model_load,
         )
         self.models.default()
+        self._show_recommended_thresholds()
         self._connect()
         active = self.viewer.layers.selection.active
         self._set_image(active if is_image_candidate(active) else self.panels.image.layer)
 
-    def _after_model_load(self) -> None:
-        """Show the loaded model's recommended segment-everything thresholds, redo previews."""
-        from napari_sam.segment import everything_params
+    def _show_recommended_thresholds(self) -> None:
+        """Show the chosen model's recommended segment-everything thresholds (from its name:
+        the default model is only loaded when first needed)."""
+        from napari_sam.segment import EverythingParams
+        from napari_sam.weights import recommended_everything
 
-        if self.engine.model is not None:
-            ev = everything_params(self.engine.model)
-            self.panels.pred_iou.setValue(ev.pred_iou_thresh)
-            self.panels.stability.setValue(ev.stability_score_thresh)
+        ev = EverythingParams(**recommended_everything(self.engine.model_name))
+        self.panels.pred_iou.setValue(ev.pred_iou_thresh)
+        self.panels.stability.setValue(ev.stability_score_thresh)
+
+    def _after_model_load(self) -> None:
+        """A model picked in the combo box has loaded: its thresholds, then the previews."""
+        self._show_recommended_thresholds()
         self.flow.prompts_changed()
 
     # -- wiring ------------------------------------------------------------------------------
