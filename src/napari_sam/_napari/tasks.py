@@ -64,6 +64,14 @@ class TaskRunner(QObject):
         self._generation: dict[str, int] = {}
         self._active: set[Task] = set()
         self._closed = False
+        # Deleted with its parent (e.g. napari's window closed with the dock in it) without
+        # close(): running workers still finish later, so mark the runner closed then, which
+        # drops their results instead of touching the deleted Qt object.
+        def on_destroyed(*_: Any) -> None:
+            self.cancel()
+            self._closed = True
+
+        self.destroyed.connect(on_destroyed)
         pool = QThreadPool.globalInstance()
         if pool is not None and pool.maxThreadCount() < MIN_POOL_THREADS:
             pool.setMaxThreadCount(MIN_POOL_THREADS)
@@ -151,7 +159,8 @@ class TaskRunner(QObject):
     def _finish(self, task: Task) -> None:
         task.done = True
         self._active.discard(task)
-        self.activity.emit()
+        if not self._closed:  # after close nobody listens, and Qt may have deleted this object
+            self.activity.emit()
 
     # -- control -----------------------------------------------------------------------------
     def cancel(self, kind: str | None = None) -> None:
