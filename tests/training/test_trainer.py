@@ -113,6 +113,8 @@ def test_bad_data_and_config_are_value_errors(tiny_model: Sam, tmp_path: Path) -
         train(tiny_model, [(image, np.zeros((32, 32), np.float32))], tmp_path / "x.pt")
     with pytest.raises(ValueError, match="prompt_probs"):
         TrainConfig(prompt_probs=(0, 0, 0))
+    with pytest.raises(ValueError, match="degrade_prob"):
+        TrainConfig(degrade_prob=1.5)
     with pytest.raises(ValueError, match="no training state"):
         export_weights(tiny_model, tmp_path / "w.pt")
         train(tiny_model, [], tmp_path / "y.pt", resume=tmp_path / "w.pt")

@@ -1,5 +1,5 @@
 """Training data: (image, instance labels) pairs -> 2D planes in the network's intensity range,
-random crops and flips.
+random crops, flips and (optionally) degradation.
 
 Images are normalised once per pair (the whole 2D image or the whole 3D stack) with
 :class:`napari_sam.preprocess.IntensityNorm`, exactly as inference does, and kept as uint8
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_sam.preprocess import IntensityNorm, to_network_range
+from napari_sam.training.augment import degrade
 
 __all__ = ["DataError", "Plane", "planes_from_pairs", "sample_example"]
 
@@ -139,8 +140,11 @@ def sample_example(
     augment: bool = True,
     min_area: int = 20,
     tries: int = 20,
+    degrade_prob: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one training example: a (cropped, flipped) plane and up to ``max_objects`` masks.
+    With probability ``degrade_prob`` the image is also blurred, noised, unevenly lit and/or
+    gamma-changed (:func:`napari_sam.training.augment.degrade`); the masks stay as they are.
 
     Returns
     -------
@@ -162,6 +166,8 @@ def sample_example(
         if keep.size == 0:
             continue
         chosen = rng.choice(keep, size=min(max_objects, keep.size), replace=False)
+        if degrade_prob > 0 and rng.random() < degrade_prob:
+            img = degrade(img, rng)
         return img, lab[None] == chosen[:, None, None]
     raise DataError(
         f"{tries} random crops in a row held no object of at least {min_area} pixels; "

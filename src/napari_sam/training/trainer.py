@@ -53,6 +53,8 @@ class TrainConfig:
     box_noise, box_max_shift : box jitter, as a fraction of the box side and in pixels.
     freeze_encoder : train only the prompt encoder and mask decoder.
     crop_prob, min_crop, augment : random crops (side >= min_crop) and flips/rotations.
+    degrade_prob : share of examples blurred, noised, unevenly lit and/or gamma-changed
+        (:func:`napari_sam.training.augment.degrade`); 0 (default) leaves images as given.
     min_object_area : smallest object (pixels of the crop) used as a target.
     loss_upsample : the loss is computed on the low-res logits upsampled by this factor.
     focal_weight, dice_weight, iou_weight : loss weights (SAM: 20, 1, 1).
@@ -85,6 +87,7 @@ class TrainConfig:
     crop_prob: float = 0.5
     min_crop: int = 128
     augment: bool = True
+    degrade_prob: float = 0.0
     min_object_area: int = 20
     loss_upsample: int = 2
     focal_weight: float = 20.0
@@ -101,6 +104,8 @@ class TrainConfig:
         for name in ("steps", "objects_per_image", "iterations", "min_crop", "loss_upsample"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.degrade_prob <= 1.0:
+            raise ValueError(f"TrainConfig.degrade_prob must be in [0, 1], got {self.degrade_prob}")
         if self.lr <= 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
         probs = tuple(float(p) for p in self.prompt_probs)
@@ -208,6 +213,7 @@ def validation_loss(
         image, masks = sample_example(
             planes, rng, max_objects=cfg.objects_per_image, crop_prob=cfg.crop_prob,
             min_crop=cfg.min_crop, augment=cfg.augment, min_area=cfg.min_object_area,
+            degrade_prob=cfg.degrade_prob,
         )
         loss, _ = train_step(model, Step(model, image, masks, cfg), rng)
         losses.append(float(loss))
@@ -317,6 +323,7 @@ def train(
         image, masks = sample_example(
             planes, rng, max_objects=cfg.objects_per_image, crop_prob=cfg.crop_prob,
             min_crop=cfg.min_crop, augment=cfg.augment, min_area=cfg.min_object_area,
+            degrade_prob=cfg.degrade_prob,
         )
         focal_scale = min(1.0, (step + 1) / cfg.focal_warmup_steps) if cfg.focal_warmup_steps else 1.0
         loss, stats = train_step(net, Step(net, image, masks, cfg), rng, focal_scale)
