@@ -141,7 +141,7 @@ def benchmark_markdown(args: argparse.Namespace, ours: object, base: object, tab
         "",
         f"Run {datetime.datetime.now():%Y-%m-%d %H:%M} with `python scripts/train_tiny_synth.py --benchmark "
         f"{args.benchmark} --images {args.images} --stacks {args.stacks}` ({platform.machine()}, torch "
-        f"{torch.__version__}, {args.threads} threads). Held-out data: `HELDOUT_PRESET` (radius 4-18 px "
+        f"{torch.__version__}, {args.threads} thread{'s' if args.threads != 1 else ''}). Held-out data: `HELDOUT_PRESET` (radius 4-18 px "
         "against 6-12 in training, more elongated, dimmer, noisier, blurrier, more uneven illumination), "
         f"256 x 256 images and (16, 256, 256) stacks, dataset seeds {HELDOUT_SEED} and {HELDOUT_SEED + 1} "
         "(training uses 1001-1007). Protocol (`napari_sam.training.evaluate`): first click at the "
