@@ -47,8 +47,9 @@ from napari_sam.training.trainer import export_weights, train  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--phase2", action="store_true", help="use PHASE2_CONFIG (with --init-from)")
-    parser.add_argument("--phase3", action="store_true", help="use PHASE3_CONFIG (with --init-from)")
+    phase = parser.add_mutually_exclusive_group()
+    phase.add_argument("--phase2", action="store_true", help="use PHASE2_CONFIG (with --init-from)")
+    phase.add_argument("--phase3", action="store_true", help="use PHASE3_CONFIG (with --init-from)")
     parser.add_argument("--init-from", type=Path, help="start from these weights (not a resume)")
     parser.add_argument("--steps", type=int, help="total steps (default: the config's)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the config's)")

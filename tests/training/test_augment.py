@@ -45,8 +45,9 @@ def test_colour_planes_are_degraded_per_channel_without_mixing_space() -> None:
     rgb[10:20, 10:20, 1] = 200
     out = degrade(rgb, np.random.default_rng(3))
     assert out.shape == rgb.shape
-    # the bright square is still where it was, in its channel
+    # the bright square is still where it was, in its channel only
     assert out[12:18, 12:18, 1].mean() > out[30:, 30:, 1].mean() + 50
+    assert abs(out[12:18, 12:18, 0].mean() - out[30:, 30:, 0].mean()) < 15
 
 
 def test_sample_example_degrades_only_the_image(planes: list) -> None:
@@ -64,3 +65,5 @@ def test_bad_input_is_refused() -> None:
         degrade(np.zeros((8, 8), np.float32), np.random.default_rng(0))
     with pytest.raises(ValueError, match="uint8"):
         degrade(np.zeros((2, 8, 8, 1), np.uint8), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="uint8"):  # a (Z, Y, X) stack is not a plane
+        degrade(np.zeros((5, 8, 8), np.uint8), np.random.default_rng(0))

@@ -1,10 +1,10 @@
-"""Image degradation for training: blur, noise, uneven illumination and gamma on a plane that is
-already in the network's 0..255 range.
+"""Image degradation for training: blur, uneven illumination, gamma, a background offset and
+camera noise on a plane that is already in the network's 0..255 range.
 
 A model trained on clean images over-segments blurred objects (it takes the halo for the object)
 and misses dim ones. Degrading a share of the training examples teaches it that the labels stay
-the same when the optics and the camera get worse. Every effect keeps the image in 0..255, the
-range inference produces after its own intensity normalisation.
+the same when the optics and the camera get worse. The result is clipped to 0..255, the range
+inference produces after its own intensity normalisation.
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ __all__ = ["degrade"]
 def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A degraded copy of ``image``; each effect is applied independently with its own chance.
 
-    - blur (40 %): Gaussian, sigma 0.5-1.6 px (extra PSF width);
-    - background offset (30 %): up to 30 grey levels (autofluorescence, a camera offset);
-    - noise (60 %): Gaussian with a signal-dependent part, std 2-14 grey levels plus up to
-      ~24 at full brightness (fewer photons, a noisier camera);
-    - uneven illumination (30 %): a linear ramp down to 55-100 % of the brightness;
-    - gamma (30 %): 0.75-1.35.
+    In the order they are applied:
 
-    The noise is applied last, after the effects that change brightness.
+    - blur (40 %): Gaussian, sigma 0.5-1.6 px (extra PSF width);
+    - uneven illumination (30 %): a linear ramp down to 55-100 % of the brightness;
+    - gamma (30 %): 0.75-1.35;
+    - background offset (30 %): up to 30 grey levels added, the contrast above it compressed to
+      keep the range (autofluorescence, a camera offset);
+    - noise (60 %): Gaussian with a signal-dependent part, std 2-14 grey levels plus up to
+      ~24 at full brightness (fewer photons, a noisier camera).
 
     Parameters
     ----------
@@ -37,7 +38,7 @@ def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     -------
     (Y, X) or (Y, X, 3) uint8, the same shape as ``image``.
     """
-    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
         raise ValueError(f"degrade takes a (Y, X) or (Y, X, 3) uint8 plane, got {image.dtype} {image.shape}")
     out = image.astype(np.float32)
     spatial = (1.0, 1.0, 0.0)[: out.ndim]

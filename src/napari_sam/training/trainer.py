@@ -204,7 +204,9 @@ def validation_loss(
     seed: int = 12345,
 ) -> float:
     """Mean training loss on ``n`` fixed examples (the same crops and prompts for the same
-    ``seed``), without updating the model: a validation score comparable between checkpoints."""
+    ``seed``), without updating the model: a validation score comparable between checkpoints.
+    The examples are never degraded (``config.degrade_prob`` is ignored), so runs with different
+    degradation settings are compared on the same images."""
     cfg = config or TrainConfig()
     planes = list(data) if data and isinstance(data[0], Plane) else planes_from_pairs(data)  # type: ignore[arg-type]
     losses = []
@@ -323,7 +325,6 @@ def train(
         image, masks = sample_example(
             planes, rng, max_objects=cfg.objects_per_image, crop_prob=cfg.crop_prob,
             min_crop=cfg.min_crop, augment=cfg.augment, min_area=cfg.min_object_area,
-            degrade_prob=cfg.degrade_prob,
         )
         focal_scale = min(1.0, (step + 1) / cfg.focal_warmup_steps) if cfg.focal_warmup_steps else 1.0
         loss, stats = train_step(net, Step(net, image, masks, cfg), rng, focal_scale)
