@@ -118,3 +118,19 @@ def test_bad_data_and_config_are_value_errors(tiny_model: Sam, tmp_path: Path) -
     with pytest.raises(ValueError, match="no training state"):
         export_weights(tiny_model, tmp_path / "w.pt")
         train(tiny_model, [], tmp_path / "y.pt", resume=tmp_path / "w.pt")
+
+
+def test_training_degrades_examples_and_validation_does_not(
+    tiny_model: Sam, tiny_pairs: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_sam.training import data as data_module
+
+    calls: list[tuple[int, ...]] = []
+    real = data_module.degrade
+    monkeypatch.setattr(data_module, "degrade", lambda img, rng: calls.append(img.shape) or real(img, rng))
+    planes = planes_from_pairs(tiny_pairs)
+    cfg = TrainConfig(steps=3, degrade_prob=1.0, **FAST)
+    validation_loss(tiny_model, planes, cfg, n=2)
+    assert calls == []  # validation compares checkpoints on clean images
+    train(tiny_model, planes, tmp_path / "d.pt", config=cfg)
+    assert len(calls) == 3  # every training example degraded at degrade_prob 1

@@ -195,6 +195,22 @@ def _resolve_model(model: Sam | str | os.PathLike[str], device: str | None) -> S
     return load_model(model, device=device, precision="fp32")
 
 
+def _as_planes(data: Sequence[tuple[np.ndarray, np.ndarray]] | Sequence[Plane]) -> list[Plane]:
+    return list(data) if data and isinstance(data[0], Plane) else planes_from_pairs(data)  # type: ignore[arg-type]
+
+
+def _draw_example(
+    planes: list[Plane], rng: np.random.Generator, cfg: TrainConfig, degrade: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One example drawn as ``cfg`` says (crops, flips, object count, minimum area); degraded
+    with ``cfg.degrade_prob`` only if ``degrade`` (training, not validation)."""
+    return sample_example(
+        planes, rng, max_objects=cfg.objects_per_image, crop_prob=cfg.crop_prob,
+        min_crop=cfg.min_crop, augment=cfg.augment, min_area=cfg.min_object_area,
+        degrade_prob=cfg.degrade_prob if degrade else 0.0,
+    )
+
+
 @torch.no_grad()
 def validation_loss(
     model: Sam,
@@ -208,15 +224,11 @@ def validation_loss(
     The examples are never degraded (``config.degrade_prob`` is ignored), so runs with different
     degradation settings are compared on the same images."""
     cfg = config or TrainConfig()
-    planes = list(data) if data and isinstance(data[0], Plane) else planes_from_pairs(data)  # type: ignore[arg-type]
+    planes = _as_planes(data)
     losses = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        image, masks = sample_example(
-            planes, rng, max_objects=cfg.objects_per_image, crop_prob=cfg.crop_prob,
-            min_crop=cfg.min_crop, augment=cfg.augment, min_area=cfg.min_object_area,
-            degrade_prob=cfg.degrade_prob,
-        )
+        image, masks = _draw_example(planes, rng, cfg, degrade=False)
         loss, _ = train_step(model, Step(model, image, masks, cfg), rng)
         losses.append(float(loss))
     return float(np.mean(losses))
@@ -286,7 +298,7 @@ def train(
         config = config or TrainConfig()
         net = _resolve_model(model, config.device)
     cfg = config
-    planes = list(data) if data and isinstance(data[0], Plane) else planes_from_pairs(data)  # type: ignore[arg-type]
+    planes = _as_planes(data)
     net.train()
     for p in net.image_encoder.parameters():
         p.requires_grad_(not cfg.freeze_encoder)
@@ -322,10 +334,7 @@ def train(
             break
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, step])
-        image, masks = sample_example(
-            planes, rng, max_objects=cfg.objects_per_image, crop_prob=cfg.crop_prob,
-            min_crop=cfg.min_crop, augment=cfg.augment, min_area=cfg.min_object_area,
-        )
+        image, masks = _draw_example(planes, rng, cfg, degrade=True)
         focal_scale = min(1.0, (step + 1) / cfg.focal_warmup_steps) if cfg.focal_warmup_steps else 1.0
         loss, stats = train_step(net, Step(net, image, masks, cfg), rng, focal_scale)
         optimizer.zero_grad(set_to_none=True)
