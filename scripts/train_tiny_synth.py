@@ -38,6 +38,7 @@ from napari_sam.training.tiny_synth import (  # noqa: E402
     DATA_RECIPE,
     PHASE2_CONFIG,
     PHASE3_CONFIG,
+    PHASE4_CONFIG,
     TINY_SYNTH_CONFIG,
     TRAIN_CONFIG,
     build_training_pool,
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     phase = parser.add_mutually_exclusive_group()
     phase.add_argument("--phase2", action="store_true", help="use PHASE2_CONFIG (with --init-from)")
     phase.add_argument("--phase3", action="store_true", help="use PHASE3_CONFIG (with --init-from)")
+    phase.add_argument("--phase4", action="store_true", help="use PHASE4_CONFIG (with --init-from)")
     parser.add_argument("--init-from", type=Path, help="start from these weights (not a resume)")
     parser.add_argument("--steps", type=int, help="total steps (default: the config's)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the config's)")
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.checkpoint is None:
         parser.error("--checkpoint is required for training")
-    base = PHASE3_CONFIG if args.phase3 else PHASE2_CONFIG if args.phase2 else TRAIN_CONFIG
+    base = PHASE4_CONFIG if args.phase4 else PHASE3_CONFIG if args.phase3 else PHASE2_CONFIG if args.phase2 else TRAIN_CONFIG
     overrides = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("seed", args.seed)) if v is not None}
     config = dataclasses.replace(base, **overrides)
     torch.manual_seed(config.seed)

@@ -134,3 +134,37 @@ def test_training_degrades_examples_and_validation_does_not(
     assert calls == []  # validation compares checkpoints on clean images
     train(tiny_model, planes, tmp_path / "d.pt", config=cfg)
     assert len(calls) == 3  # every training example degraded at degrade_prob 1
+
+
+def test_free_rounds_add_clicks_without_gradients(
+    tiny_model: Sam, tiny_pairs: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_sam.training.data import sample_example
+    from napari_sam.training.recipe import Step, train_step
+
+    calls: list[tuple[int, bool]] = []
+    real = tiny_model.decode
+
+    def spy(embedding: torch.Tensor, points: tuple | None = None, **kw: object) -> tuple:
+        calls.append((0 if points is None else int(points[0].shape[1]), torch.is_grad_enabled()))
+        return real(embedding, points=points, **kw)
+
+    monkeypatch.setattr(tiny_model, "decode", spy)
+    cfg = TrainConfig(extra_rounds=4, prompt_probs=(1, 0, 0), **FAST)  # first prompt a point, 2 graded rounds
+    planes = planes_from_pairs(tiny_pairs)
+    seen = set()
+    for seed in range(8):
+        calls.clear()
+        rng = np.random.default_rng(seed)
+        image, masks = sample_example(planes, rng, max_objects=4, min_crop=64)
+        loss, stats = train_step(tiny_model, Step(tiny_model, image, masks, cfg), rng)
+        free = int(stats["extra_rounds"])
+        seen.add(free)
+        # first round graded, then the free rounds without gradients, then the last graded one;
+        # every round after the first carries one more click
+        assert [grad for _, grad in calls] == [True] + [False] * free + [True]
+        assert [n for n, _ in calls] == list(range(1, free + 3))
+        assert loss.requires_grad
+    assert len(seen) > 1 and seen <= set(range(5))
+    with pytest.raises(ValueError, match="extra_rounds"):
+        TrainConfig(extra_rounds=-1)

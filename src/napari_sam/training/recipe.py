@@ -116,8 +116,13 @@ def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
 def train_step(
     model: Sam, step: Step, rng: np.random.Generator, focal_scale: float = 1.0
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Decode ``step``'s objects for ``cfg.iterations`` rounds; return the mean loss over
-    rounds (to back-propagate) and statistics. ``focal_scale`` multiplies the focal weight."""
+    """Decode ``step``'s objects for ``cfg.iterations`` graded rounds; return the mean loss over
+    them (to back-propagate) and statistics. ``focal_scale`` multiplies the focal weight.
+
+    With ``cfg.extra_rounds`` > 0, a number of free rounds drawn from 0..extra_rounds runs
+    between the first round and the later graded ones: each adds a correction click and feeds
+    its logits back, without gradients, so the graded rounds see longer click sequences (as a
+    user's fifth or eighth click) at the cost of forward passes only."""
     cfg = step.cfg
     with _autocast(cfg, model.device):
         if cfg.freeze_encoder:
@@ -133,31 +138,40 @@ def train_step(
     total = torch.zeros((), device=model.device)
     stats: dict[str, float] = {"mask_loss": 0.0, "iou_loss": 0.0, "prompt": float(kind_index)}
     probe = AttentionProbe(model) if cfg.attention_weight > 0 else None
-    for round_ in range(cfg.iterations):
+    free = int(rng.integers(0, cfg.extra_rounds + 1)) if cfg.extra_rounds else 0
+    graded_rounds = [True] + [False] * free + [True] * (cfg.iterations - 1)
+    stats["extra_rounds"] = float(free)
+    for round_, graded in enumerate(graded_rounds):
         multimask = round_ == 0 and kind == "point"
         points = (coords, labels) if coords is not None else None
-        with _autocast(cfg, model.device):
+        with _autocast(cfg, model.device), torch.set_grad_enabled(graded and torch.is_grad_enabled()):
             low, iou_pred = model.decode(embedding, points=points, boxes=boxes, masks=mask_in,
                                          multimask_output=multimask)
-        if probe is not None:
-            n_points = 0 if coords is None else coords.shape[1]
-            weights = prompt_token_weights(labels, n_points, boxes is not None, len(low))
-            aux = probe.loss(weights.to(low.device), step.target)
-            total = total + cfg.attention_weight * aux
-            stats["attention_loss"] = stats.get("attention_loss", 0.0) + float(aux.detach()) / cfg.iterations
         up = F.interpolate(low.float(), size=(step.grid, step.grid), mode="bilinear", align_corners=False)
-        out = sam_loss(up, iou_pred.float(), step.target, focal_weight=cfg.focal_weight * focal_scale,
-                       dice_weight=cfg.dice_weight, iou_weight=cfg.iou_weight)
-        total = total + out.total
-        stats["mask_loss"] += float(out.mask.detach()) / cfg.iterations
-        stats["iou_loss"] += float(out.iou.detach()) / cfg.iterations
-        chosen = out.best
-        rows = torch.arange(len(chosen), device=chosen.device)
-        iou_now = float(out.actual_iou[rows, chosen].mean())
-        if round_ == 0:
-            stats["iou_first"] = iou_now
-        stats["iou_last"] = iou_now
-        if round_ + 1 == cfg.iterations:
+        if graded:
+            if probe is not None:
+                n_points = 0 if coords is None else coords.shape[1]
+                weights = prompt_token_weights(labels, n_points, boxes is not None, len(low))
+                aux = probe.loss(weights.to(low.device), step.target)
+                total = total + cfg.attention_weight * aux
+                stats["attention_loss"] = stats.get("attention_loss", 0.0) + float(aux.detach()) / cfg.iterations
+            out = sam_loss(up, iou_pred.float(), step.target, focal_weight=cfg.focal_weight * focal_scale,
+                           dice_weight=cfg.dice_weight, iou_weight=cfg.iou_weight)
+            total = total + out.total
+            stats["mask_loss"] += float(out.mask.detach()) / cfg.iterations
+            stats["iou_loss"] += float(out.iou.detach()) / cfg.iterations
+            chosen = out.best
+            rows = torch.arange(len(chosen), device=chosen.device)
+            iou_now = float(out.actual_iou[rows, chosen].mean())
+            if round_ == 0:
+                stats["iou_first"] = iou_now
+            stats["iou_last"] = iou_now
+        else:  # a free round: single mask output, nothing to learn from, nothing recorded
+            if probe is not None:
+                probe.records.clear()
+            chosen = torch.zeros(len(low), dtype=torch.int64, device=low.device)
+            rows = torch.arange(len(chosen), device=chosen.device)
+        if round_ + 1 == len(graded_rounds):
             break
         mask_in = low.float()[rows, chosen][:, None].detach()
         pred = (up[rows, chosen] > 0).detach().cpu().numpy()

@@ -27,6 +27,7 @@ __all__ = [
     "TINY_SYNTH_CONFIG",
     "PHASE2_CONFIG",
     "PHASE3_CONFIG",
+    "PHASE4_CONFIG",
     "TRAIN_CONFIG",
     "DataPart",
     "benchmark",
@@ -131,6 +132,19 @@ PHASE3_CONFIG = dataclasses.replace(
     degrade_prob=0.6,
     checkpoint_every=500,
     seed=2,
+)
+
+#: Phase 4: continues from phase 3's weights with up to 5 free correction rounds per step
+#: (``TrainConfig.extra_rounds``: clicks added and logits fed back without gradients), so the
+#: graded rounds see 1 to 8 prompts. After phase 3 the model had only ever been trained on up
+#: to 3 prompts and its held-out mIoU stopped rising after the 4th click (3 clicks 0.778,
+#: 8 clicks 0.788 on validation; medium objects fell from 0.813 to 0.799).
+PHASE4_CONFIG = dataclasses.replace(
+    PHASE3_CONFIG,
+    steps=4500,
+    lr=3e-4,
+    extra_rounds=5,
+    seed=3,
 )
 
 

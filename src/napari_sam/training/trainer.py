@@ -44,7 +44,11 @@ class TrainConfig:
         then cosine decay to ``lr * min_lr_ratio`` at ``steps``.
     weight_decay, grad_clip : AdamW weight decay; gradient norm clipping (0 disables it).
     objects_per_image : objects decoded per step (fewer if the image has fewer).
-    iterations : decoding rounds per object: the first prompt + ``iterations - 1`` clicks.
+    iterations : graded decoding rounds per object: the first prompt + ``iterations - 1`` clicks.
+    extra_rounds : at most this many free correction rounds (no gradients; their count drawn
+        uniformly from 0..extra_rounds each step) between the first round and the later graded
+        ones, so the model learns from longer click sequences at the cost of forward passes
+        only. 0 (default): SAM's recipe as the paper lays it out, every round graded.
     prompt_probs : probabilities of the first prompt being (point, box, mask).
     interior_first_prob : chance that a first point is the object's interior point (as the
         evaluation protocol clicks) rather than a uniformly drawn pixel of the object.
@@ -78,6 +82,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     objects_per_image: int = 8
     iterations: int = 3
+    extra_rounds: int = 0
     prompt_probs: tuple[float, float, float] = (0.5, 0.35, 0.15)
     interior_first_prob: float = 0.3
     center_click_prob: float = 0.5
@@ -104,6 +109,8 @@ class TrainConfig:
         for name in ("steps", "objects_per_image", "iterations", "min_crop", "loss_upsample"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.extra_rounds) < 0:
+            raise ValueError(f"TrainConfig.extra_rounds must be >= 0, got {self.extra_rounds}")
         if not 0.0 <= self.degrade_prob <= 1.0:
             raise ValueError(f"TrainConfig.degrade_prob must be in [0, 1], got {self.degrade_prob}")
         if self.lr <= 0:
