@@ -3,13 +3,18 @@
 The architecture, training data and settings are in :mod:`napari_sam.training.tiny_synth`;
 this script generates the data, trains, logs one line per step and exports the weights.
 
-The shipped model was made in two phases (2 CPU threads; see docs/training.md for times and
-results): phase 1 from scratch with ``TRAIN_CONFIG``, phase 2 from phase 1's weights with
-``PHASE2_CONFIG`` (a fresh optimizer and schedule):
+The shipped model was made in four phases (2 CPU threads; see docs/training.md for times and
+results): phase 1 from scratch with ``TRAIN_CONFIG``; phase 2 from phase 1's checkpoint with
+``PHASE2_CONFIG``; phases 3 and 4 from the previous phase's exported float16 weights with
+``PHASE3_CONFIG`` and ``PHASE4_CONFIG`` (a fresh optimizer and schedule in every phase):
 
     python scripts/train_tiny_synth.py --checkpoint /tmp/phase1.ckpt
     python scripts/train_tiny_synth.py --phase2 --init-from /tmp/phase1.ckpt \
-        --checkpoint /tmp/phase2.ckpt --export src/napari_sam/weights_data/tiny_synth.pt
+        --checkpoint /tmp/phase2.ckpt --export /tmp/phase2.pt
+    python scripts/train_tiny_synth.py --phase3 --init-from /tmp/phase2.pt \
+        --checkpoint /tmp/phase3.ckpt --export /tmp/phase3.pt
+    python scripts/train_tiny_synth.py --phase4 --init-from /tmp/phase3.pt \
+        --checkpoint /tmp/phase4.ckpt --export src/napari_sam/weights_data/tiny_synth.pt
 
 Other modes:
 
