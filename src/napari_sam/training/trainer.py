@@ -141,7 +141,7 @@ class TrainResult:
     cancelled : True if the cancel token stopped the run (a checkpoint was still written).
     history : one dict per step of this run: step, loss, mask_loss, iou_loss, iou_first,
         iou_last (IoU of the chosen mask after the first and the last round), prompt (the first
-        prompt: 0 point, 1 box, 2 mask), lr, seconds.
+        prompt: 0 point, 1 box, 2 mask), extra_rounds (free rounds run), lr, seconds.
     """
 
     model: Sam
