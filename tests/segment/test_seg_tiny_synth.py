@@ -111,9 +111,9 @@ def test_propagation_follows_a_ball_and_stops_where_it_ends(balls) -> None:  # n
         assert dice >= 0.72, f"ball {i}: Dice {dice:.2f}, report {seg.last_report}"  # 0.76, 0.81 measured (phase 4)
         present = obj.any(axis=(1, 2))
         extra = vol.any(axis=(1, 2)) & ~present
-        # tiny-synth keeps finding the faint, axially blurred ball ends: 4 and 3 extra slices
-        # measured (the phase-3 weights: 3 and 3); of the 7 empty slices at most 4 may be taken
-        assert extra.sum() <= 4, f"ball {i} leaks into slices {np.flatnonzero(extra)}"
+        # tiny-synth keeps finding the faint, axially blurred ball ends: 4 of ball 1's 6 empty
+        # slices and 3 of ball 2's 4 measured (the phase-3 weights: 3 and 3)
+        assert extra.sum() <= (4, 3)[i - 1], f"ball {i} leaks into slices {np.flatnonzero(extra)}"
 
 
 def test_two_annotations_constrain_the_slices_between(balls) -> None:  # noqa: ANN001

@@ -139,32 +139,48 @@ def test_training_degrades_examples_and_validation_does_not(
 def test_free_rounds_add_clicks_without_gradients(
     tiny_model: Sam, tiny_pairs: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from napari_sam.training import recipe
     from napari_sam.training.data import sample_example
-    from napari_sam.training.recipe import Step, train_step
 
-    calls: list[tuple[int, bool]] = []
+    calls: list[tuple[int, bool, bool]] = []
     real = tiny_model.decode
 
     def spy(embedding: torch.Tensor, points: tuple | None = None, **kw: object) -> tuple:
-        calls.append((0 if points is None else int(points[0].shape[1]), torch.is_grad_enabled()))
+        n_points = 0 if points is None else int(points[0].shape[1])
+        calls.append((n_points, torch.is_grad_enabled(), kw.get("masks") is not None))
         return real(embedding, points=points, **kw)
 
+    probed: list[int] = []  # attention records the auxiliary loss sees at each call
+    real_loss = recipe.AttentionProbe.loss
+
+    def loss_spy(self: recipe.AttentionProbe, *args: object) -> torch.Tensor:
+        probed.append(len(self.records))
+        return real_loss(self, *args)
+
     monkeypatch.setattr(tiny_model, "decode", spy)
-    cfg = TrainConfig(extra_rounds=4, prompt_probs=(1, 0, 0), **FAST)  # first prompt a point, 2 graded rounds
+    monkeypatch.setattr(recipe.AttentionProbe, "loss", loss_spy)
+    # first prompt a point, 2 graded rounds, attention supervision on (as in PHASE4_CONFIG)
+    cfg = TrainConfig(extra_rounds=4, prompt_probs=(1, 0, 0), attention_weight=1.0, **FAST)
     planes = planes_from_pairs(tiny_pairs)
     seen = set()
     for seed in range(8):
         calls.clear()
+        probed.clear()
         rng = np.random.default_rng(seed)
         image, masks = sample_example(planes, rng, max_objects=4, min_crop=64)
-        loss, stats = train_step(tiny_model, Step(tiny_model, image, masks, cfg), rng)
+        loss, stats = recipe.train_step(tiny_model, recipe.Step(tiny_model, image, masks, cfg), rng)
         free = int(stats["extra_rounds"])
         seen.add(free)
         # first round graded, then the free rounds without gradients, then the last graded one;
-        # every round after the first carries one more click
-        assert [grad for _, grad in calls] == [True] + [False] * free + [True]
-        assert [n for n, _ in calls] == list(range(1, free + 3))
+        # every round after the first carries one more click and the previous logits
+        assert [grad for _, grad, _ in calls] == [True] + [False] * free + [True]
+        assert [n for n, _, _ in calls] == list(range(1, free + 3))
+        assert [has_mask for _, _, has_mask in calls] == [False] + [True] * (free + 1)
+        # the attention loss runs once per graded round, on that round's records only
+        assert len(probed) == 2 and probed[0] == probed[1] > 0
         assert loss.requires_grad
     assert len(seen) > 1 and seen <= set(range(5))
     with pytest.raises(ValueError, match="extra_rounds"):
         TrainConfig(extra_rounds=-1)
+    with pytest.raises(ValueError, match="iterations >= 2"):
+        TrainConfig(extra_rounds=2, iterations=1)

@@ -111,6 +111,9 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if int(self.extra_rounds) < 0:
             raise ValueError(f"TrainConfig.extra_rounds must be >= 0, got {self.extra_rounds}")
+        if self.extra_rounds and self.iterations < 2:
+            raise ValueError("TrainConfig.extra_rounds needs iterations >= 2: free rounds run between "
+                             "the first graded round and the later ones")
         if not 0.0 <= self.degrade_prob <= 1.0:
             raise ValueError(f"TrainConfig.degrade_prob must be in [0, 1], got {self.degrade_prob}")
         if self.lr <= 0:
@@ -229,7 +232,8 @@ def validation_loss(
     """Mean training loss on ``n`` fixed examples (the same crops and prompts for the same
     ``seed``), without updating the model: a validation score comparable between checkpoints.
     The examples are never degraded (``config.degrade_prob`` is ignored), so runs with different
-    degradation settings are compared on the same images."""
+    degradation settings are compared on the same images. Free rounds (``config.extra_rounds``)
+    do run and change the click sequence: compare checkpoints under one ``extra_rounds``."""
     cfg = config or TrainConfig()
     planes = _as_planes(data)
     losses = []
