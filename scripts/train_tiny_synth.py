@@ -50,13 +50,15 @@ from napari_sam.training.tiny_synth import (  # noqa: E402
 )
 from napari_sam.training.trainer import export_weights, train  # noqa: E402
 
+#: ``--phaseN`` -> the settings of that phase (phase 1, from scratch, is ``TRAIN_CONFIG``).
+LATER_PHASES = {2: PHASE2_CONFIG, 3: PHASE3_CONFIG, 4: PHASE4_CONFIG}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     phase = parser.add_mutually_exclusive_group()
-    phase.add_argument("--phase2", action="store_true", help="use PHASE2_CONFIG (with --init-from)")
-    phase.add_argument("--phase3", action="store_true", help="use PHASE3_CONFIG (with --init-from)")
-    phase.add_argument("--phase4", action="store_true", help="use PHASE4_CONFIG (with --init-from)")
+    for n in LATER_PHASES:
+        phase.add_argument(f"--phase{n}", action="store_true", help=f"use PHASE{n}_CONFIG (with --init-from)")
     parser.add_argument("--init-from", type=Path, help="start from these weights (not a resume)")
     parser.add_argument("--steps", type=int, help="total steps (default: the config's)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the config's)")
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.checkpoint is None:
         parser.error("--checkpoint is required for training")
-    base = PHASE4_CONFIG if args.phase4 else PHASE3_CONFIG if args.phase3 else PHASE2_CONFIG if args.phase2 else TRAIN_CONFIG
+    base = next((cfg for n, cfg in LATER_PHASES.items() if getattr(args, f"phase{n}")), TRAIN_CONFIG)
     overrides = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("seed", args.seed)) if v is not None}
     config = dataclasses.replace(base, **overrides)
     torch.manual_seed(config.seed)

@@ -148,6 +148,7 @@ def train_step(
             low, iou_pred = model.decode(embedding, points=points, boxes=boxes, masks=mask_in,
                                          multimask_output=multimask)
         up = F.interpolate(low.float(), size=(step.grid, step.grid), mode="bilinear", align_corners=False)
+        rows = torch.arange(len(low), device=low.device)
         if graded:
             if probe is not None:
                 n_points = 0 if coords is None else coords.shape[1]
@@ -161,7 +162,6 @@ def train_step(
             stats["mask_loss"] += float(out.mask.detach()) / cfg.iterations
             stats["iou_loss"] += float(out.iou.detach()) / cfg.iterations
             chosen = out.best
-            rows = torch.arange(len(chosen), device=chosen.device)
             iou_now = float(out.actual_iou[rows, chosen].mean())
             if round_ == 0:
                 stats["iou_first"] = iou_now
@@ -169,8 +169,7 @@ def train_step(
         else:  # a free round: single mask output, nothing to learn from, nothing recorded
             if probe is not None:
                 probe.records.clear()
-            chosen = torch.zeros(len(low), dtype=torch.int64, device=low.device)
-            rows = torch.arange(len(chosen), device=chosen.device)
+            chosen = torch.zeros_like(rows)
         if round_ + 1 == len(graded_rounds):
             break
         mask_in = low.float()[rows, chosen][:, None].detach()
