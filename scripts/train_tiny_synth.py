@@ -44,7 +44,6 @@ from napari_sam.training.tiny_synth import (  # noqa: E402
     PHASE2_CONFIG,
     PHASE3_CONFIG,
     PHASE4_CONFIG,
-    PHASE5_CONFIG,
     TINY_SYNTH_CONFIG,
     TRAIN_CONFIG,
     build_training_pool,
@@ -52,7 +51,7 @@ from napari_sam.training.tiny_synth import (  # noqa: E402
 from napari_sam.training.trainer import export_weights, train  # noqa: E402
 
 #: ``--phaseN`` -> the settings of that phase (phase 1, from scratch, is ``TRAIN_CONFIG``).
-LATER_PHASES = {2: PHASE2_CONFIG, 3: PHASE3_CONFIG, 4: PHASE4_CONFIG, 5: PHASE5_CONFIG}
+LATER_PHASES = {2: PHASE2_CONFIG, 3: PHASE3_CONFIG, 4: PHASE4_CONFIG}
 
 
 def main(argv: list[str] | None = None) -> int:

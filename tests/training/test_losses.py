@@ -77,26 +77,3 @@ def test_shape_mismatch_is_a_value_error() -> None:
         focal_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 1, 5, 5))
     with pytest.raises(ValueError, match="iou_pred"):
         sam_loss(torch.zeros(1, 3, 4, 4), torch.zeros(1, 1), torch.zeros(1, 1, 4, 4))
-
-
-def test_rank_term_scores_only_the_order_of_the_candidates() -> None:
-    target = torch.zeros(1, 1, 8, 8)
-    target[..., 2:6, 2:6] = 1
-    good = torch.where(target[:, 0] > 0, 20.0, -20.0)
-    logits = torch.stack([-good, good, torch.zeros_like(good)], dim=1)  # actual IoUs 0, 1, 0
-    # Right order, every score 0.3 too low: the plain MSE sees it, the ranking term does not.
-    offset = sam_loss(logits, torch.tensor([[-0.3, 0.7, -0.3]]), target, rank_weight=1.0)
-    assert offset.iou.item() == pytest.approx(0.09, rel=1e-5)
-    assert offset.rank.item() == pytest.approx(0.0, abs=1e-6)
-    # Same scores for all three (what tiny-synth's head did): no way to choose -> penalised.
-    flat = torch.full((1, 3), 0.5, requires_grad=True)
-    out = sam_loss(logits, flat, target, iou_weight=0.0, rank_weight=1.0)
-    assert out.rank.item() == pytest.approx((4 / 9 + 2 * 1 / 9) / 3, rel=1e-5)
-    assert out.total.item() == pytest.approx(out.mask.item() + out.rank.item(), rel=1e-5)
-    out.total.backward()
-    assert flat.grad[0, 1] < 0 < flat.grad[0, 0]  # descent raises the right mask's score
-    # SAM's recipe by default, and nothing to rank with a single output.
-    assert sam_loss(logits, flat.detach(), target).total.item() == pytest.approx(
-        (out.mask + out.iou).item(), rel=1e-5)
-    single = sam_loss(logits[:, 1:2], torch.zeros(1, 1), target, rank_weight=1.0)
-    assert single.rank.item() == 0.0

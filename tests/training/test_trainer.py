@@ -184,26 +184,3 @@ def test_free_rounds_add_clicks_without_gradients(
         TrainConfig(extra_rounds=-1)
     with pytest.raises(ValueError, match="iterations >= 2"):
         TrainConfig(extra_rounds=2, iterations=1)
-
-
-def test_iou_rank_weight_reaches_the_loss_of_multimask_rounds(
-    tiny_model: Sam, tiny_pairs: list, tmp_path: Path
-) -> None:
-    import copy
-
-    planes = planes_from_pairs(tiny_pairs)
-    first_steps = []
-    for weight in (0.0, 4.0):
-        cfg = TrainConfig(steps=1, prompt_probs=(1, 0, 0), iou_rank_weight=weight, **FAST)
-        result = train(copy.deepcopy(tiny_model), planes, tmp_path / f"r{weight}.pt", config=cfg)
-        first_steps.append(result.history[0])
-    plain, ranked = first_steps
-    assert plain["rank_loss"] == pytest.approx(ranked["rank_loss"]) and ranked["rank_loss"] > 0
-    # The first (multimask) round's term, weighted, averaged over the graded rounds like the rest.
-    expected = plain["loss"] + 4.0 * ranked["rank_loss"] / FAST["iterations"]
-    assert ranked["loss"] == pytest.approx(expected, rel=1e-3)
-    boxes = train(copy.deepcopy(tiny_model), planes, tmp_path / "b.pt",
-                  config=TrainConfig(steps=1, prompt_probs=(0, 1, 0), iou_rank_weight=4.0, **FAST))
-    assert "rank_loss" not in boxes.history[0]  # single-output rounds have nothing to rank
-    with pytest.raises(ValueError, match="iou_rank_weight"):
-        TrainConfig(iou_rank_weight=-1.0)

@@ -7,13 +7,6 @@ resampled to the logits' grid). Losses are computed in float32 whatever the inpu
 With several candidates (SAM's multimask output for an ambiguous prompt) only the candidate
 with the lowest mask loss carries the mask loss ("best of 3", Kirillov et al. 2023, sec. 3);
 the IoU head is trained on every candidate, so the predicted scores can rank them.
-
-Optionally (``rank_weight`` > 0, not in SAM's paper) a ranking term adds the MSE between the
-candidates' predicted and actual IoUs after each object's mean over its K candidates is taken
-away: it is blind to how hard an object is and measures only whether the scores tell the
-candidates apart, which is what choosing a mask by predicted IoU needs. A small decoder trained
-with the plain MSE can learn each object's difficulty and still rank its candidates no better
-than chance (measured for tiny-synth, docs/training.md).
 """
 
 from __future__ import annotations
@@ -122,9 +115,6 @@ class LossOutput:
         Mean over objects of the best candidate's ``20 focal + 1 dice``.
     iou : scalar tensor
         Mean squared error between predicted and actual IoU, over all candidates.
-    rank : scalar tensor
-        The ranking term (0 for single-candidate output): MSE of the predicted minus actual
-        IoUs, each centred on its object's mean over the candidates.
     best : (B,) int64
         Index of the candidate that carried the mask loss for each object.
     actual_iou : (B, K) float32
@@ -134,7 +124,6 @@ class LossOutput:
     total: Tensor
     mask: Tensor
     iou: Tensor
-    rank: Tensor
     best: Tensor
     actual_iou: Tensor
 
@@ -147,7 +136,6 @@ def sam_loss(
     focal_weight: float = FOCAL_WEIGHT,
     dice_weight: float = DICE_WEIGHT,
     iou_weight: float = IOU_WEIGHT,
-    rank_weight: float = 0.0,
 ) -> LossOutput:
     """SAM's loss for one decoding round.
 
@@ -161,8 +149,6 @@ def sam_loss(
         Ground-truth masks on the logits' grid.
     focal_weight, dice_weight, iou_weight : float
         Loss weights; SAM uses 20, 1, 1.
-    rank_weight : float
-        Weight of the ranking term (module docstring); 0, SAM's recipe, by default.
 
     Returns
     -------
@@ -178,17 +164,11 @@ def sam_loss(
     best = per_mask.argmin(dim=1)
     mask_term = per_mask.gather(1, best[:, None]).mean()
     actual = mask_iou(logits, target)
-    pred = iou_pred.float()
-    iou_term = F.mse_loss(pred, actual)
-    if pred.shape[1] > 1:
-        rank_term = F.mse_loss(pred - pred.mean(1, keepdim=True), actual - actual.mean(1, keepdim=True))
-    else:
-        rank_term = pred.new_zeros(())
+    iou_term = F.mse_loss(iou_pred.float(), actual)
     return LossOutput(
-        total=mask_term + iou_weight * iou_term + rank_weight * rank_term,
+        total=mask_term + iou_weight * iou_term,
         mask=mask_term,
         iou=iou_term,
-        rank=rank_term,
         best=best,
         actual_iou=actual,
     )

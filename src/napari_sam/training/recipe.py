@@ -157,13 +157,10 @@ def train_step(
                 total = total + cfg.attention_weight * aux
                 stats["attention_loss"] = stats.get("attention_loss", 0.0) + float(aux.detach()) / cfg.iterations
             out = sam_loss(up, iou_pred.float(), step.target, focal_weight=cfg.focal_weight * focal_scale,
-                           dice_weight=cfg.dice_weight, iou_weight=cfg.iou_weight,
-                           rank_weight=cfg.iou_rank_weight)
+                           dice_weight=cfg.dice_weight, iou_weight=cfg.iou_weight)
             total = total + out.total
             stats["mask_loss"] += float(out.mask.detach()) / cfg.iterations
             stats["iou_loss"] += float(out.iou.detach()) / cfg.iterations
-            if multimask:
-                stats["rank_loss"] = float(out.rank.detach())
             chosen = out.best
             iou_now = float(out.actual_iou[rows, chosen].mean())
             if round_ == 0:

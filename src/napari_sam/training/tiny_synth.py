@@ -28,7 +28,6 @@ __all__ = [
     "PHASE2_CONFIG",
     "PHASE3_CONFIG",
     "PHASE4_CONFIG",
-    "PHASE5_CONFIG",
     "TRAIN_CONFIG",
     "DataPart",
     "benchmark",
@@ -146,23 +145,6 @@ PHASE4_CONFIG = dataclasses.replace(
     lr=3e-4,
     extra_rounds=5,
     seed=3,
-)
-
-#: Phase 5: continues from phase 4's weights with the IoU ranking term
-#: (``TrainConfig.iou_rank_weight``). After phase 4 the IoU head ranked the 3 masks of a single
-#: click the same way for every object (the middle one first): its scores followed each
-#: object's difficulty (correlation 0.6-0.7 with the actual IoU) but not the differences
-#: between the 3 masks (correlation 0.0 on training images), so choosing by predicted IoU gave
-#: 0.729 mIoU on the validation images where the best of the 3 gave 0.791. Refitting the head
-#: alone on the frozen decoder reached 0.735, and weighting SAM's plain IoU MSE 5x did not change
-#: the ranking in 2,000 steps: the decoder has to be asked for the ranking itself.
-PHASE5_CONFIG = dataclasses.replace(
-    PHASE4_CONFIG,
-    steps=2500,
-    lr=2e-4,
-    iou_weight=2.0,
-    iou_rank_weight=10.0,
-    seed=4,
 )
 
 

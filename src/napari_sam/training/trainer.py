@@ -62,9 +62,6 @@ class TrainConfig:
     min_object_area : smallest object (pixels of the crop) used as a target.
     loss_upsample : the loss is computed on the low-res logits upsampled by this factor.
     focal_weight, dice_weight, iou_weight : loss weights (SAM: 20, 1, 1).
-    iou_rank_weight : weight of the IoU ranking term (:func:`napari_sam.training.losses.sam_loss`:
-        predicted vs actual IoUs of the multimask candidates, each centred on its object's
-        mean); 0 (default) for SAM's recipe as published.
     focal_warmup_steps : the focal weight grows linearly from 0 to ``focal_weight`` over these
         first steps. 0 (default) for fine-tuning; training from scratch needs it, because the
         focal term alone first drives a random model to predict background everywhere, a
@@ -101,7 +98,6 @@ class TrainConfig:
     focal_weight: float = 20.0
     dice_weight: float = 1.0
     iou_weight: float = 1.0
-    iou_rank_weight: float = 0.0
     focal_warmup_steps: int = 0
     attention_weight: float = 0.0
     precision: str = "fp32"
@@ -118,8 +114,6 @@ class TrainConfig:
         if self.extra_rounds and self.iterations < 2:
             raise ValueError("TrainConfig.extra_rounds needs iterations >= 2: free rounds run between "
                              "the first graded round and the later ones")
-        if self.iou_rank_weight < 0:
-            raise ValueError(f"TrainConfig.iou_rank_weight must be >= 0, got {self.iou_rank_weight}")
         if not 0.0 <= self.degrade_prob <= 1.0:
             raise ValueError(f"TrainConfig.degrade_prob must be in [0, 1], got {self.degrade_prob}")
         if self.lr <= 0:
@@ -150,8 +144,7 @@ class TrainResult:
     cancelled : True if the cancel token stopped the run (a checkpoint was still written).
     history : one dict per step of this run: step, loss, mask_loss, iou_loss, iou_first,
         iou_last (IoU of the chosen mask after the first and the last round), prompt (the first
-        prompt: 0 point, 1 box, 2 mask), extra_rounds (free rounds run), rank_loss (the IoU
-        ranking term of the first round, on steps whose first prompt is a point), lr, seconds.
+        prompt: 0 point, 1 box, 2 mask), extra_rounds (free rounds run), lr, seconds.
     """
 
     model: Sam
